@@ -1,0 +1,102 @@
+"""`ulic eval` end to end on tiny synthetic images: baselines, caching/resume, outputs, containers."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ulic.errors import UlicError
+from ulic.evaluation import containers
+from ulic.evaluation.baselines import parse_setting, run_setting
+from ulic.evaluation.cli import add_eval_parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    add_eval_parser(p.add_subparsers())
+    return p
+
+
+def _image(seed: int, h: int = 96, w: int = 128) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([128 + 80 * np.sin(xx / (5 + seed)), 128 + 60 * np.cos(yy / 7), (xx * 2) % 256], -1)
+    return np.clip(a + rng.normal(0, 8, a.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(2):
+        Image.fromarray(_image(i)).save(d / f"im{i}.png")
+    return d
+
+
+def test_eval_runs_caches_and_writes_outputs(data_dir, tmp_path, capsys):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = ["eval", "--data", str(data_dir), "--codec", "jpeg", "--settings", "jpeg:d2:q20", "jpeg:d1:q50",
+            "--metrics", "psnr,ms_ssim", "--out", str(out), "--cache", str(cache), "--workers", "1"]
+    a = _parser().parse_args(argv)
+    assert a.func(a) == 0
+    first = (out / "jpeg.csv").read_text()
+    d = json.loads((out / "jpeg.json").read_text())
+    assert d["name"] == "jpeg" and len(d["results"]["bpp"]) == 2
+    assert d["results"]["bpp"] == sorted(d["results"]["bpp"])
+    assert {"psnr-rgb", "ms-ssim", "setting"} <= set(d["results"])
+    assert len(list(cache.rglob("*.json"))) == 4
+    assert "4/4" in capsys.readouterr().err  # progress bar on stderr
+    # Resume: a second run reuses the cache and gives identical output.
+    mtimes = {p: p.stat().st_mtime_ns for p in cache.rglob("*.json")}
+    a = _parser().parse_args(argv)
+    assert a.func(a) == 0
+    assert (out / "jpeg.csv").read_text() == first
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.json")} == mtimes
+
+
+def test_eval_user_errors(tmp_path):
+    p = _parser()
+    with pytest.raises(UlicError):
+        a = p.parse_args(["eval", "--codec", "jpeg"])  # no --data
+        a.func(a)
+    with pytest.raises(UlicError):
+        a = p.parse_args(["eval", "--data", str(tmp_path), "--codec", "jpeg"])  # no images
+        a.func(a)
+    with pytest.raises(UlicError):
+        a = p.parse_args(["eval", "--data", str(tmp_path), "--codec", "jpeg", "--metrics", "psnr,foo"])
+        a.func(a)
+    with pytest.raises(UlicError):
+        parse_setting("jpeg:x2:q3")
+
+
+@pytest.mark.parametrize("setting", ["jpeg:d2:q30", "webp:d2:q30", "avif:d2:q30", "hevc:d2:q30", "jxl:d2:q4"])
+def test_each_baseline_round_trips(setting):
+    codec = setting.split(":")[0]
+    if codec == "hevc":
+        pytest.importorskip("pillow_heif")
+    if codec == "jxl":
+        pytest.importorskip("imagecodecs")
+    if codec == "avif":
+        from PIL import features
+        if not features.check("avif"):
+            pytest.skip("Pillow built without AVIF")
+    x = _image(3)
+    c = run_setting(x, setting)
+    assert c.image.shape == x.shape and c.image.dtype == np.uint8
+    assert 0 < c.nbytes < 3000
+    assert np.abs(c.image.astype(float) - x).mean() < 60
+
+
+def test_jpeg_and_webp_payload_counting():
+    im = Image.fromarray(_image(4))
+    b = io.BytesIO()
+    im.save(b, "JPEG", quality=50)
+    data = b.getvalue()
+    assert containers.jpeg_payload_bytes(data) == len(data) - 18  # the 16+2-byte APP0 JFIF segment
+    b = io.BytesIO()
+    im.save(b, "WEBP", quality=50)
+    assert len(containers.riff_chunk(b.getvalue(), b"VP8 ")) == len(b.getvalue()) - 20

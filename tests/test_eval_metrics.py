@@ -1,0 +1,87 @@
+"""PSNR and MS-SSIM: known properties and a committed reference value (pytorch_msssim)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ulic.errors import UlicError
+from ulic.evaluation.metrics import ms_ssim, ms_ssim_scales, psnr
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def make_image(seed: int, h: int, w: int) -> torch.Tensor:
+    """A seeded smooth-plus-texture RGB image in [0, 1], 8-bit valued, shape (1, 3, H, W)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    chans = []
+    for _ in range(3):
+        fx, fy, ph = rng.uniform(0.02, 0.2, 2).tolist() + [rng.uniform(0, 6.28)]
+        chans.append(0.5 + 0.3 * np.sin(fx * xx + ph) * np.cos(fy * yy) + 0.1 * rng.standard_normal((h, w)))
+    a = np.clip(np.round(np.stack(chans) * 255), 0, 255) / 255
+    return torch.from_numpy(a)[None].float()
+
+
+def make_pair(seed: int, h: int, w: int, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image, image + seeded Gaussian noise of std `noise`), both 8-bit valued in [0, 1]."""
+    a = make_image(seed, h, w)
+    rng = np.random.default_rng(seed + 1000)
+    b = np.clip(np.round((a.numpy() + noise * rng.standard_normal(a.shape)) * 255), 0, 255) / 255
+    return a, torch.from_numpy(b).float()
+
+
+def test_identical_images():
+    a = make_image(0, 128, 160)
+    assert psnr(a, a) == math.inf
+    assert ms_ssim(a, a) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_psnr_known_value():
+    a = torch.zeros(1, 3, 16, 16)
+    b = a.clone()
+    b[..., 0, 0] = 1.0  # one pixel of 255 error in each channel: MSE = 255**2 / 256
+    assert psnr(a, b) == pytest.approx(10 * math.log10(256), abs=1e-9)
+
+
+def test_rounds_to_8_bits():
+    a = make_image(1, 64, 64)
+    assert psnr(a, a + 0.4 / 255) == math.inf
+
+
+def test_monotone_with_noise():
+    p, m = [], []
+    for noise in (0.01, 0.03, 0.1, 0.3):
+        a, b = make_pair(3, 160, 192, noise)
+        p.append(psnr(a, b))
+        m.append(ms_ssim(a, b))
+    assert all(x > y for x, y in zip(p, p[1:]))
+    assert all(x > y for x, y in zip(m, m[1:]))
+    assert 0 <= m[-1] < m[0] < 1
+
+
+def test_scales_for_small_images():
+    assert ms_ssim_scales(512, 768) == 5
+    assert ms_ssim_scales(161, 300) == 5
+    assert ms_ssim_scales(128, 128) == 4
+    assert ms_ssim_scales(64, 64) == 3
+    with pytest.raises(UlicError):
+        ms_ssim_scales(16, 64)
+    a, b = make_pair(4, 128, 128, 0.05)
+    assert 0 < ms_ssim(a, b) < 1
+
+
+def test_shape_mismatch_is_user_error():
+    with pytest.raises(UlicError):
+        psnr(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9))
+
+
+def test_ms_ssim_matches_reference_implementation():
+    ref = json.loads((FIXTURES / "eval_ms_ssim_reference.json").read_text())
+    for c in ref["cases"]:
+        a, b = make_pair(c["seed"], c["h"], c["w"], c["noise"])
+        assert ms_ssim(a, b) == pytest.approx(c["ms_ssim"], abs=1e-4)

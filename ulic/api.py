@@ -1,0 +1,204 @@
+"""Image <-> .ulic bytes: the whole pipeline, and rate control over the quality byte.
+
+    image (1, 3, H, W) --pad to x128--> TAEF2 encoder --> latent (1, 32, Hp/8, Wp/8)
+      --> LatentCodec.compress --> entropy-coded section --> container bytes
+    container bytes --> LatentCodec.decompress --> z_c --crop--> TAEF2 decoder --crop--> image
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ulic import bitstream
+from ulic.codec.model import Q_STEPS
+from ulic.codec.store import LoadedModel, load_model
+from ulic.errors import BitstreamError, UlicError
+from ulic.imageio import load_image, max_pixels, to_pil
+from ulic.weights import load_vae
+
+BPP_TOLERANCE = 0.03
+
+
+@dataclass
+class EncodeResult:
+    data: bytes
+    quality: int  # the q byte used
+    height: int
+    width: int
+    estimated_bits: float  # the model's ideal code length of the entropy-coded section
+    seconds: dict[str, float] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def bpp(self) -> float:
+        return 8 * len(self.data) / (self.height * self.width)
+
+
+def quality_to_byte(quality: float) -> int:
+    """--quality in [0, 100] -> q byte in [0, 255]."""
+    if not (isinstance(quality, (int, float)) and math.isfinite(quality) and 0 <= quality <= 100):
+        raise UlicError(f"quality must be a number in [0, 100], got {quality!r}")
+    return int(round(quality / 100 * Q_STEPS))
+
+
+def _padded(h: int, w: int, m: int) -> tuple[int, int]:
+    return -(-h // m) * m, -(-w // m) * m
+
+
+def encode_latent(x: torch.Tensor, model: LoadedModel) -> torch.Tensor:
+    """(1, 3, H, W) -> padded latent (1, 32, Hp/8, Wp/8); edge-replicated padding."""
+    h, w = x.shape[2:]
+    hp, wp = _padded(h, w, model.codec.cfg.downsample)
+    xp = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else x
+    with torch.inference_mode():
+        return load_vae().encode(xp)
+
+
+class _Coder:
+    """Codes one latent at any q byte, memoising results for rate search."""
+
+    def __init__(self, latent: torch.Tensor, h: int, w: int, model: LoadedModel):
+        self.latent, self.h, self.w, self.model = latent, h, w, model
+        self.cache: dict[int, tuple[bytes, float]] = {}
+
+    def __call__(self, q: int) -> tuple[bytes, float]:
+        if q not in self.cache:
+            payload, bits = self.model.codec.compress(self.latent, q)
+            c = bitstream.Container(self.h, self.w, q, self.model.model_id, [payload])
+            self.cache[q] = (c.to_bytes(self.model.fingerprint), bits)
+        return self.cache[q]
+
+    def size(self, q: int) -> int:
+        return len(self(q)[0])
+
+
+def _search_bpp(coder: _Coder, target: float) -> int:
+    """q byte whose real bpp is closest to target (rate grows with q)."""
+    pixels = coder.h * coder.w
+    bpp = lambda q: 8 * coder.size(q) / pixels  # noqa: E731
+    lo_bpp, hi_bpp = bpp(0), bpp(Q_STEPS)
+    if target < lo_bpp * (1 - BPP_TOLERANCE) or target > hi_bpp * (1 + BPP_TOLERANCE):
+        raise UlicError(f"--bpp {target:g} is outside this image's range "
+                        f"{lo_bpp:.4f}..{hi_bpp:.4f} bpp for this model")
+    lo, hi = 0, Q_STEPS  # find the smallest q with bpp >= target
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bpp(mid) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    candidates = range(max(0, lo - 2), min(Q_STEPS, lo + 2) + 1)
+    return min(candidates, key=lambda q: (abs(bpp(q) - target), q))
+
+
+def _search_bytes(coder: _Coder, max_bytes: int) -> int:
+    """Largest q byte whose file is not above max_bytes."""
+    if coder.size(0) > max_bytes:
+        raise UlicError(f"cannot fit in {max_bytes} bytes: the smallest file for this image is "
+                        f"{coder.size(0)} bytes")
+    lo, hi = 0, Q_STEPS  # invariant: size(lo) <= max_bytes
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if coder.size(mid) <= max_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def encode(image, quality: float | None = None, bpp: float | None = None,
+           max_bytes: int | None = None, model: LoadedModel | None = None) -> EncodeResult:
+    """Compress an image (path, bytes, PIL image or uint8 array). Give at most one of
+    quality (0..100), bpp (target bits per pixel, +-3%) or max_bytes (largest file that fits)."""
+    if sum(v is not None for v in (quality, bpp, max_bytes)) > 1:
+        raise UlicError("give only one of quality, bpp and max_bytes")
+    if bpp is not None and not (math.isfinite(bpp) and bpp > 0):
+        raise UlicError(f"bpp must be a positive number, got {bpp}")
+    if max_bytes is not None and max_bytes <= 0:
+        raise UlicError(f"max_bytes must be positive, got {max_bytes}")
+    model = model or load_model()
+    notices: list[str] = []
+    t0 = time.perf_counter()
+    x = load_image(image, notices)
+    h, w = x.shape[2:]
+    t1 = time.perf_counter()
+    latent = encode_latent(x, model)
+    t2 = time.perf_counter()
+    coder = _Coder(latent, h, w, model)
+    if bpp is not None:
+        q = _search_bpp(coder, bpp)
+        got = 8 * coder.size(q) / (h * w)
+        if abs(got - bpp) > BPP_TOLERANCE * bpp:
+            notices.append(f"closest rate is {got:.4f} bpp ({100 * (got / bpp - 1):+.1f}% off target)")
+    elif max_bytes is not None:
+        q = _search_bytes(coder, max_bytes)
+    else:
+        q = quality_to_byte(50.0 if quality is None else quality)
+    data, bits = coder(q)
+    t3 = time.perf_counter()
+    return EncodeResult(data, q, h, w, bits, {"read": t1 - t0, "vae_encode": t2 - t1,
+                                               "latent_codec": t3 - t2, "total": t3 - t0}, notices)
+
+
+def compress(image, quality: float | None = None, bpp: float | None = None,
+             max_bytes: int | None = None) -> bytes:
+    """Compress an image to .ulic bytes."""
+    return encode(image, quality, bpp, max_bytes).data
+
+
+@dataclass
+class DecodeResult:
+    image: torch.Tensor  # (1, 3, H, W) in [0, 1]
+    z_c: torch.Tensor  # cropped compressed latent (1, 32, ceil(H/8), ceil(W/8))
+    header: bitstream.Container
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def decode(data: bytes, model: LoadedModel | None = None) -> DecodeResult:
+    """Decode .ulic bytes into an image tensor, with per-stage times."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise BitstreamError("decompress needs the file's bytes")
+    model = model or load_model()
+    t0 = time.perf_counter()
+    c = bitstream.parse(bytes(data), model.fingerprint, max_pixels())
+    if len(c.sections) != 1:
+        raise BitstreamError(f"this ulic version expects 1 section, the file has {len(c.sections)}")
+    hp, wp = _padded(c.height, c.width, model.codec.cfg.downsample)
+    z_c = model.codec.decompress(c.sections[0], (hp // 8, wp // 8), c.quality)
+    z_c = z_c[:, :, : -(-c.height // 8), : -(-c.width // 8)]
+    t1 = time.perf_counter()
+    with torch.inference_mode():
+        img = load_vae().decode(z_c)[:, :, : c.height, : c.width]
+    t2 = time.perf_counter()
+    return DecodeResult(img, z_c, c, {"entropy_and_synthesis": t1 - t0, "vae_decode": t2 - t1,
+                                      "total": t2 - t0})
+
+
+def decompress(data: bytes) -> Image.Image:
+    """Decode .ulic bytes into an 8-bit RGB PIL image."""
+    return to_pil(decode(data).image)
+
+
+def read_file(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UlicError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UlicError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise UlicError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two images in [0, 1], after 8-bit rounding."""
+    a8, b8 = (a * 255).round(), (b.clamp(0, 1) * 255).round()
+    mse = float(((a8 - b8) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)

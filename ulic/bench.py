@@ -1,0 +1,136 @@
+"""Stage-1 benchmark on a folder of images (Kodak): real bytes, PSNR, MS-SSIM, times, memory.
+
+    python -m ulic.bench --data DIR --out results.json [--qualities 0 20 ...] [--target-bpp 0.03]
+
+Writes one JSON document: per quality byte the mean real bpp, PSNR, MS-SSIM, encode/decode
+seconds and the overhead of real bytes over the model's estimated bits; per-image rows; the
+`--target-bpp` sweep (rate control); a decode-determinism check across thread counts; and peak
+RSS of separate `ulic compress` / `ulic decompress` processes on the first image.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ulic import api
+from ulic.codec.store import load_model
+from ulic.imageio import load_image
+from ulic.train.latents import list_images
+
+
+def _ms_ssim(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    try:
+        from ulic.evaluation.metrics import ms_ssim
+    except ImportError:
+        return None
+    return float(ms_ssim(a, b))
+
+
+def peak_rss_mb(args: list[str]) -> tuple[float, float]:
+    """Run `python -m ulic.cli ARGS` in a child; return (its peak RSS in MB, seconds)."""
+    t = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run([sys.executable, "-m", "ulic.cli", *args], check=True, capture_output=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(after, before) / 1024, time.perf_counter() - t
+
+
+def thread_check(data: bytes) -> dict:
+    """Decode with 1 and 2 threads: compare decoded latents (y_hat) and pixels."""
+    model = load_model()
+    captured = []
+    hook = model.codec.g_s.register_forward_pre_hook(lambda m, a: captured.append(a[0].clone()))
+    out = []
+    old = torch.get_num_threads()
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        out.append((api.decode(data).image * 255).round())
+    torch.set_num_threads(old)
+    hook.remove()
+    diff = (out[0] - out[1]).abs()
+    return {"y_hat_identical": bool(torch.equal(captured[0], captured[1])),
+            "pixels_identical": bool(torch.equal(out[0], out[1])),
+            "max_pixel_diff": float(diff.max()), "pixels_differing": int((diff > 0).any(1).sum())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--qualities", type=float, nargs="+", default=[0, 15, 30, 45, 60, 80, 100])
+    ap.add_argument("--target-bpp", type=float, default=0.03)
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    args = ap.parse_args(argv)
+    paths = list_images(args.data)[: args.limit or None]
+    model = load_model()
+    rows, targets = [], []
+    for i, path in enumerate(paths):
+        x = load_image(path)
+        h, w = x.shape[2:]
+        t0 = time.perf_counter()
+        latent = api.encode_latent(x, model)
+        vae_s = time.perf_counter() - t0
+        for qual in args.qualities:
+            qb = api.quality_to_byte(qual)
+            t1 = time.perf_counter()
+            payload, bits = model.codec.compress(latent, qb)
+            from ulic import bitstream
+            data = bitstream.Container(h, w, qb, model.model_id, [payload]).to_bytes(model.fingerprint)
+            enc_s = vae_s + time.perf_counter() - t1
+            d = api.decode(data, model)
+            rows.append({"image": path.name, "quality": qual, "q_byte": qb, "bytes": len(data),
+                         "bpp": 8 * len(data) / (h * w), "est_bits": bits,
+                         "payload_bytes": len(payload),
+                         "psnr": api.psnr(x, d.image), "ms_ssim": _ms_ssim(x, d.image),
+                         "encode_s": enc_s, "decode_s": d.seconds["total"]})
+        r = api.encode(path, bpp=args.target_bpp, model=model)
+        targets.append({"image": path.name, "bpp": r.bpp, "q_byte": r.quality,
+                        "rel_error": r.bpp / args.target_bpp - 1})
+        print(f"[{i + 1}/{len(paths)}] {path.name} target {r.bpp:.4f} bpp", file=sys.stderr, flush=True)
+    summary = []
+    for qual in args.qualities:
+        sel = [r for r in rows if r["quality"] == qual]
+        mean = lambda k: sum(r[k] for r in sel) / len(sel)  # noqa: E731
+        summary.append({
+            "quality": qual, "q_byte": sel[0]["q_byte"], "bpp": mean("bpp"), "psnr": mean("psnr"),
+            "ms_ssim": mean("ms_ssim") if sel[0]["ms_ssim"] is not None else None,
+            "encode_s": mean("encode_s"), "decode_s": mean("decode_s"),
+            "bytes": mean("bytes"), "est_bytes": mean("est_bits") / 8,
+            "overhead_pct": 100 * (sum(r["bytes"] for r in sel) / (sum(r["est_bits"] for r in sel) / 8) - 1),
+            "coder_overhead_pct": 100 * (sum(r["payload_bytes"] for r in sel) / (sum(r["est_bits"] for r in sel) / 8) - 1)})
+    first = paths[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        enc_mb, enc_wall = peak_rss_mb(["compress", str(first), "-o", f"{tmp}/a.ulic", "--quality", "50"])
+        dec_mb, dec_wall = peak_rss_mb(["decompress", f"{tmp}/a.ulic", "-o", f"{tmp}/a.png"])
+        threads = thread_check(Path(f"{tmp}/a.ulic").read_bytes())
+    doc = {"name": "ulic " + model.config["name"], "model_sha256": model.config["weights_sha256"],
+           "images": len(paths), "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+           "torch_threads": torch.get_num_threads(), "summary": summary,
+           "target_bpp": {"target": args.target_bpp,
+                          "max_abs_rel_error": max(abs(t["rel_error"]) for t in targets),
+                          "within_3pct": sum(abs(t["rel_error"]) <= 0.03 for t in targets),
+                          "rows": targets},
+           "memory": {"image": first.name, "compress_peak_rss_mb": enc_mb, "compress_wall_s": enc_wall,
+                      "decompress_peak_rss_mb": dec_mb, "decompress_wall_s": dec_wall},
+           "threads_1_vs_2": threads, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    for s in summary:
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()}))
+    print(json.dumps({k: doc[k] for k in ("memory", "threads_1_vs_2")}))
+    print(json.dumps({k: v for k, v in doc["target_bpp"].items() if k != "rows"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

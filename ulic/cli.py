@@ -1,0 +1,160 @@
+"""The `ulic` command: compress, decompress, info, demo, train-codec."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ulic.errors import UlicError
+
+
+def _threads(n: int | None) -> None:
+    import torch
+    if n:
+        torch.set_num_threads(n)
+
+
+def cmd_compress(a: argparse.Namespace) -> int:
+    from ulic.api import encode
+    from ulic.imageio import save_atomic
+    r = encode(a.input, quality=a.quality, bpp=a.bpp, max_bytes=a.max_bytes)
+    for n in r.notices:
+        print(f"ulic: notice: {n}", file=sys.stderr)
+    out = a.output or Path(a.input).with_suffix(".ulic")
+    save_atomic(r.data, out)
+    print(f"{out}: {len(r.data)} bytes, {r.bpp:.4f} bpp, {r.width}x{r.height}, q={r.quality}, "
+          f"{r.seconds['total']:.2f} s")
+    return 0
+
+
+def cmd_decompress(a: argparse.Namespace) -> int:
+    from ulic.api import decode, read_file
+    from ulic.imageio import save_atomic, to_pil
+    data = read_file(a.input)
+    r = decode(data)
+    out = a.output or Path(a.input).with_suffix(".png")
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp", ".jpg", ".jpeg"):
+        raise UlicError(f"{out}: unsupported output format {suffix!r} (use .png)")
+    save_atomic(to_pil(r.image), out)
+    print(f"{out}: {r.header.width}x{r.header.height}, {r.seconds['total']:.2f} s")
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from ulic import bitstream
+    from ulic.api import read_file
+    from ulic.codec.store import load_model
+    data = read_file(a.input)
+    model = load_model()
+    c = bitstream.parse(data, None)
+    try:
+        bitstream.parse(data, model.fingerprint)
+        check = "ok"
+    except UlicError as e:
+        check = str(e)
+    info = {"file": str(a.input), "bytes": len(data), "width": c.width, "height": c.height,
+            "bpp": round(8 * len(data) / (c.width * c.height), 5), "quality_byte": c.quality,
+            "format_version": c.version, "model_id": c.model_id,
+            "sections": [len(s) for s in c.sections], "overhead_bytes": len(data) - sum(map(len, c.sections)),
+            "check_with_loaded_model": check}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from ulic.api import decode, encode, psnr
+    from ulic.imageio import load_image, save_atomic, to_pil
+    image = a.input or _default_example()
+    t0 = time.perf_counter()
+    r = encode(image, quality=a.quality, bpp=a.bpp)
+    t1 = time.perf_counter()
+    d = decode(r.data)
+    t2 = time.perf_counter()
+    ref = load_image(image)
+    out = Path(a.output)
+    out.mkdir(parents=True, exist_ok=True)
+    save_atomic(r.data, out / "demo.ulic")
+    save_atomic(to_pil(d.image), out / "demo.png")
+    print(json.dumps({"image": str(image), "bytes": len(r.data), "bpp": round(r.bpp, 5),
+                      "psnr_db": round(psnr(ref, d.image), 3), "quality_byte": r.quality,
+                      "encode_s": round(t1 - t0, 3), "decode_s": round(t2 - t1, 3),
+                      "outputs": [str(out / "demo.ulic"), str(out / "demo.png")]}, indent=2))
+    return 0
+
+
+def _default_example() -> Path:
+    """kodim23 from the Kodak folder (ULIC_KODAK_DIR), else the bundled example."""
+    kodak = os.environ.get("ULIC_KODAK_DIR")
+    if kodak and (Path(kodak) / "kodim23.png").is_file():
+        return Path(kodak) / "kodim23.png"
+    return Path(__file__).resolve().parent / "assets" / "example.png"
+
+
+def cmd_train_codec(a: argparse.Namespace) -> int:
+    from ulic.train.train_codec import main
+    return main(a.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ulic", description="Learned image codec for ultra-low bitrates.")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compress", help="image -> .ulic")
+    c.add_argument("input")
+    c.add_argument("-o", "--output")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--quality", type=float, help="0..100 (default 50)")
+    g.add_argument("--bpp", type=float, help="target bits per pixel (within +-3%%)")
+    g.add_argument("--max-bytes", type=int, help="largest file not above N bytes")
+    c.set_defaults(func=cmd_compress)
+
+    d = sub.add_parser("decompress", help=".ulic -> image (PNG)")
+    d.add_argument("input")
+    d.add_argument("-o", "--output")
+    d.set_defaults(func=cmd_decompress)
+
+    i = sub.add_parser("info", help="print a .ulic file's header as JSON")
+    i.add_argument("input")
+    i.set_defaults(func=cmd_info)
+
+    m = sub.add_parser("demo", help="compress + decompress one image, print bytes, bpp, PSNR, seconds")
+    m.add_argument("input", nargs="?")
+    m.add_argument("-o", "--output", default="demo-out")
+    gm = m.add_mutually_exclusive_group()
+    gm.add_argument("--quality", type=float)
+    gm.add_argument("--bpp", type=float, default=None)
+    m.set_defaults(func=cmd_demo)
+
+    from ulic.evaluation.cli import add_eval_parser
+    add_eval_parser(sub)
+
+    t = sub.add_parser("train-codec", help="train the latent codec (see --help of the module)",
+                       add_help=False)
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+    t.set_defaults(func=cmd_train_codec)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _threads(args.threads)
+        return args.func(args)
+    except UlicError as e:
+        print(f"ulic: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ulic: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"ulic: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Classical codecs at ultra-low rates: downscale, encode, decode, upscale.
+
+A setting is "<codec>:d<factor>:q<quality>": the image is downscaled by `factor` (Lanczos, sizes
+rounded), encoded at `quality`, decoded, and upscaled back to the original size (Lanczos). The
+rate counts the codec payload (see `containers`) plus 4 bytes of side information (the original
+width and height as 16-bit numbers) whenever factor > 1; bpp = 8 * bytes / (H * W) of the original.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ulic.errors import UlicError
+from ulic.evaluation import containers
+
+SIDE_INFO_BYTES = 4
+CODECS = ("jpeg", "webp", "avif", "hevc", "jxl")
+
+# Settings per codec: (downscale factor, quality), chosen to span about 0.005-0.1 bpp on Kodak.
+GRIDS: dict[str, tuple[tuple[int, float], ...]] = {
+    "jpeg": ((4, 5), (4, 10), (4, 25), (4, 50), (3, 25), (2, 10)),
+    "webp": ((4, 0), (4, 5), (4, 25), (4, 50), (3, 25), (3, 50)),
+    "avif": ((4, 0), (4, 15), (4, 25), (3, 25), (4, 45), (2, 25), (3, 45)),
+    "hevc": ((4, 0), (4, 10), (4, 25), (3, 25), (2, 25), (3, 40)),
+    "jxl": ((4, 25), (4, 14), (4, 8), (3, 8), (2, 14), (3, 4)),  # JPEG XL: quality = butteraugli distance
+}
+
+
+@dataclass
+class Coded:
+    """One decoded baseline: the reconstruction (H, W, 3) uint8 and the counted payload bytes."""
+    image: np.ndarray
+    nbytes: int
+
+
+def setting_name(codec: str, factor: int, quality: float) -> str:
+    return f"{codec}:d{factor}:q{quality:g}"
+
+
+def parse_setting(s: str) -> tuple[str, int, float]:
+    """'avif:d4:q25' -> ('avif', 4, 25.0)."""
+    try:
+        codec, d, q = s.split(":")
+        if codec not in CODECS or d[0] != "d" or q[0] != "q":
+            raise ValueError
+        return codec, int(d[1:]), float(q[1:])
+    except (ValueError, IndexError):
+        raise UlicError(f"bad baseline setting {s!r}: expected CODEC:dFACTOR:qQUALITY, "
+                        f"codec one of {', '.join(CODECS)}") from None
+
+
+def default_settings(codec: str) -> list[str]:
+    if codec not in GRIDS:
+        raise UlicError(f"unknown codec {codec!r}: choose from {', '.join(CODECS)}")
+    return [setting_name(codec, f, q) for f, q in GRIDS[codec]]
+
+
+def _encode(codec: str, im: Image.Image, q: float) -> tuple[bytes, int]:
+    """(file bytes, counted payload bytes) of one encoding."""
+    b = io.BytesIO()
+    if codec == "jpeg":
+        im.save(b, "JPEG", quality=int(q), optimize=True, subsampling="4:2:0")
+        return b.getvalue(), containers.jpeg_payload_bytes(b.getvalue())
+    if codec == "webp":
+        im.save(b, "WEBP", quality=int(q), method=6)
+        return b.getvalue(), len(containers.riff_chunk(b.getvalue(), b"VP8 "))
+    if codec == "avif":
+        im.save(b, "AVIF", quality=int(q), speed=4, subsampling="4:2:0")
+        return b.getvalue(), containers.avif_payload_bytes(b.getvalue())
+    if codec == "hevc":
+        import pillow_heif
+        pillow_heif.from_pillow(im).save(b, quality=int(q), chroma=420, enc_params={"x265:info": "0"})
+        return b.getvalue(), containers.heic_payload_bytes(b.getvalue())
+    if codec == "jxl":
+        import imagecodecs
+        data = imagecodecs.jpegxl_encode(np.asarray(im), distance=float(q), effort=7)
+        return bytes(data), len(data)
+    raise UlicError(f"unknown codec {codec!r}")
+
+
+def _decode(codec: str, data: bytes) -> Image.Image:
+    if codec == "hevc":
+        import pillow_heif
+        return pillow_heif.open_heif(io.BytesIO(data)).to_pillow().convert("RGB")
+    if codec == "jxl":
+        import imagecodecs
+        return Image.fromarray(imagecodecs.jpegxl_decode(data)).convert("RGB")
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def run_setting(original: np.ndarray, setting: str) -> Coded:
+    """Encode and decode one (H, W, 3) uint8 image at one setting."""
+    codec, factor, q = parse_setting(setting)
+    h, w = original.shape[:2]
+    im = Image.fromarray(original)
+    small = im if factor == 1 else im.resize((max(16, round(w / factor)), max(16, round(h / factor))), Image.LANCZOS)
+    data, nbytes = _encode(codec, small, q)
+    rec = _decode(codec, data)
+    if rec.size != small.size:
+        raise UlicError(f"{setting}: decoded size {rec.size} differs from the encoded {small.size}")
+    if factor != 1:
+        rec = rec.resize((w, h), Image.LANCZOS)
+        nbytes += SIDE_INFO_BYTES
+    return Coded(np.asarray(rec, dtype=np.uint8).copy(), nbytes)

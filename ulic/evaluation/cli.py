@@ -1,0 +1,110 @@
+"""The `ulic eval` subcommand: run codecs over a data set, write CSV/JSON, plots and a report."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ulic.errors import UlicError
+
+CODEC_CHOICES = ("ulic", "avif", "hevc", "jxl", "webp", "jpeg")
+DEFAULT_ULIC_QUALITIES = (0, 15, 30, 45, 60, 75, 90, 100)
+
+
+def add_eval_parser(subparsers) -> None:
+    """Register `ulic eval` on an argparse subparsers object."""
+    p = subparsers.add_parser("eval", help="evaluate codecs on an image set (metrics, baselines, report)",
+                              description="Run codecs over a directory of images, cache per-image results, "
+                                          "write CSV/JSON, RD plots and an HTML report. See docs/evaluation.md.")
+    p.add_argument("--data", help="directory of reference images (e.g. ../shared/data/kodak)")
+    p.add_argument("--codec", nargs="+", choices=CODEC_CHOICES, default=[], help="codec(s) to run")
+    p.add_argument("--settings", nargs="+", default=None,
+                   help="settings to run (baselines: CODEC:dFACTOR:qQUALITY; ulic: quality values 0..100); "
+                        "default: the built-in grid")
+    p.add_argument("--metrics", default="psnr,ms_ssim,lpips_alex,dists",
+                   help="comma list from psnr,ms_ssim,lpips_alex,lpips_vgg,dists")
+    p.add_argument("--fid", default="", help="comma list of FID/KID patch sizes, e.g. 256,64 (slow on CPU)")
+    p.add_argument("--name", default=None, help="result name (default: the codec name); ulic runs should "
+                                                "name the model, e.g. ulic-v1")
+    p.add_argument("--out", default="results/kodak", help="output directory (default results/kodak)")
+    p.add_argument("--cache", default="cache/eval", help="cache directory for per-item results (default cache/eval, git-ignored)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N images (for quick checks)")
+    p.add_argument("--report", action="store_true", help="(re)build plots, BD-rate table and HTML report "
+                                                          "from all result JSONs in --out")
+    p.add_argument("--anchors", default=None, help="published anchors CSV (default: "
+                                                   "$ULIC_SHARED/anchors/published_kodak.csv or ../shared/...)")
+    p.set_defaults(func=cmd_eval)
+
+
+def _settings(codec: str, given: list[str] | None) -> list[str]:
+    from ulic.evaluation.baselines import default_settings, parse_setting
+    if codec == "ulic":
+        qs = given if given else [str(q) for q in DEFAULT_ULIC_QUALITIES]
+        out = []
+        for q in qs:
+            q = q.split(":q")[-1]
+            try:
+                v = float(q)
+            except ValueError:
+                raise UlicError(f"ulic setting {q!r} is not a quality value 0..100") from None
+            if not 0 <= v <= 100:
+                raise UlicError(f"ulic quality {v:g} outside 0..100")
+            out.append(f"ulic:q{v:g}")
+        return out
+    if not given:
+        return default_settings(codec)
+    mine = [s for s in given if s.startswith(codec + ":")]
+    for s in mine:
+        parse_setting(s)
+    return mine
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    """Entry point of `ulic eval`; returns the exit code."""
+    from ulic.evaluation import outputs, runner
+    metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip())
+    for m in metrics:
+        if m not in runner.METRICS:
+            raise UlicError(f"unknown metric {m!r}: choose from {', '.join(runner.METRICS)}")
+    try:
+        fid_sizes = [int(s) for s in a.fid.split(",") if s.strip()]
+    except ValueError:
+        raise UlicError(f"--fid expects patch sizes like 256,64, got {a.fid!r}") from None
+    if a.workers < 1:
+        raise UlicError("--workers must be at least 1")
+    if not a.codec and not a.report:
+        raise UlicError("nothing to do: give --codec (and --data) and/or --report")
+    out = Path(a.out)
+    if a.codec:
+        if not a.data:
+            raise UlicError("--data DIR is required with --codec")
+        images = runner.list_images(a.data)[: a.limit or None]
+        for codec in a.codec:
+            name = a.name if a.name and len(a.codec) == 1 else codec
+            settings = _settings(codec, a.settings)
+            if not settings:
+                raise UlicError(f"no settings given for codec {codec}")
+            items = [runner.Item(str(img), codec, s, name, metrics, a.cache) for s in settings for img in images]
+            rows = runner.run(items, a.workers, label=name)
+            agg = outputs.aggregate(rows, metrics)
+            for size in fid_sizes:
+                from ulic.evaluation.setfid import setting_fid
+                for g in agg:
+                    r = setting_fid([it for it in items if it.setting == g["setting"]], size)
+                    g[f"fid{size}"], g[f"kid{size}"] = r["fid"], r["kid"]
+                    print(f"{name} {g['setting']}: FID/{size} {r['fid']:.2f}, KID {r['kid']:.4f} "
+                          f"({r['patches']} patches)", file=sys.stderr)
+            cols = ["image", "setting", "bytes", "bpp", *metrics, "codec_seconds"]
+            outputs.write_csv(rows, out / f"{name}.csv", cols)
+            scols = ["setting", "images", "bytes", "bpp", *metrics] + [f"{k}{s}" for s in fid_sizes for k in ("fid", "kid")]
+            outputs.write_csv(agg, out / f"{name}_summary.csv", scols)
+            desc = (f"{name} on {Path(a.data).name} ({len(images)} images); per-image metrics averaged; "
+                    f"rate counts codec payload bytes only (docs/evaluation.md)")
+            outputs.write_json(outputs.compressai_json(name, desc, agg, metrics), out / f"{name}.json")
+            print(f"{name}: {len(agg)} settings -> {out / (name + '.json')}")
+    if a.report:
+        from ulic.evaluation.report import build_report
+        build_report(out, a.anchors, a.cache, a.data)
+        print(f"report -> {out / 'report.html'}")
+    return 0

@@ -1,0 +1,195 @@
+"""Running a codec over a data set: per-(image, codec, setting) results, cached so runs resume.
+
+Each item (one image at one setting) is encoded, decoded, scored and written to
+`<cache>/<name>/<setting>/<image>.json` (plus the reconstruction as PNG, for FID and the report)
+with an atomic rename, so an interrupted run picks up where it stopped. Items run in a pool of
+worker processes, one torch thread each; results are always gathered in sorted order, and every
+metric is computed single-threaded, so the output does not depend on scheduling.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ulic.errors import UlicError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+METRICS = ("psnr", "ms_ssim", "lpips_alex", "lpips_vgg", "dists")
+DEFAULT_METRICS = ("psnr", "ms_ssim", "lpips_alex", "dists")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work: an image coded at one setting by one codec."""
+    image: str
+    codec: str
+    setting: str
+    name: str
+    metrics: tuple[str, ...]
+    cache: str
+
+    @property
+    def stem(self) -> Path:
+        safe = self.setting.replace(":", "_").replace("/", "_")
+        return Path(self.cache) / self.name / safe / Path(self.image).stem
+
+
+def list_images(data: str | Path) -> list[Path]:
+    d = Path(data)
+    if not d.is_dir():
+        raise UlicError(f"{d}: not a directory of images")
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise UlicError(f"{d}: no images ({', '.join(IMAGE_EXTS)}) found")
+    return files
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8).copy()
+
+
+def to_tensor(a: np.ndarray):
+    import torch
+    return torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255
+
+
+def code_image(item: Item) -> tuple[np.ndarray, int]:
+    """(reconstruction (H, W, 3) uint8, bytes) of one item."""
+    if item.codec == "ulic":
+        from ulic.api import decode, encode
+        r = encode(item.image, quality=float(item.setting.split(":q")[-1]))
+        rec = decode(r.data).image
+        a = (rec[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        return a, len(r.data)
+    from ulic.evaluation.baselines import run_setting
+    c = run_setting(load_rgb(item.image), item.setting)
+    return c.image, c.nbytes
+
+
+def score(ref: np.ndarray, rec: np.ndarray, metrics: tuple[str, ...]) -> dict[str, float]:
+    """The requested full-reference metrics of one (H, W, 3) uint8 pair."""
+    a, b = to_tensor(ref), to_tensor(rec)
+    out: dict[str, float] = {}
+    for m in metrics:
+        if m == "psnr":
+            from ulic.evaluation.metrics import psnr
+            out[m] = psnr(a, b)
+        elif m == "ms_ssim":
+            from ulic.evaluation.metrics import ms_ssim
+            out[m] = ms_ssim(a, b)
+        elif m in ("lpips_alex", "lpips_vgg"):
+            from ulic.evaluation.lpips import lpips
+            out[m] = lpips(a, b, m.split("_")[1])
+        elif m == "dists":
+            from ulic.evaluation.dists import dists
+            out[m] = dists(a, b)
+        else:
+            raise UlicError(f"unknown metric {m!r}: choose from {', '.join(METRICS)}")
+    return out
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def image_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def cached(item: Item) -> dict | None:
+    """The cached result of an item, if complete and made from the same image and metrics."""
+    p = item.stem.with_suffix(".json")
+    if not p.is_file() or not item.stem.with_suffix(".png").is_file():
+        return None
+    try:
+        r = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    if r.get("image_sha256") != image_digest(item.image) or any(m not in r for m in item.metrics):
+        return None
+    return r
+
+
+def run_item(item: Item) -> dict:
+    """Code, score and cache one item (or return its cached result)."""
+    r = cached(item)
+    if r is not None:
+        return r
+    import torch
+    torch.set_num_threads(1)
+    ref = load_rgb(item.image)
+    t0 = time.perf_counter()
+    rec, nbytes = code_image(item)
+    seconds = time.perf_counter() - t0
+    h, w = ref.shape[:2]
+    r = {"image": Path(item.image).name, "image_sha256": image_digest(item.image), "codec": item.codec,
+         "setting": item.setting, "bytes": nbytes, "bpp": 8 * nbytes / (h * w), "height": h, "width": w,
+         "codec_seconds": round(seconds, 3)}
+    r.update(score(ref, rec, item.metrics))
+    buf = __import__("io").BytesIO()
+    Image.fromarray(rec).save(buf, "PNG")
+    _atomic_write(item.stem.with_suffix(".png"), buf.getvalue())
+    _atomic_write(item.stem.with_suffix(".json"), json.dumps(r, indent=1, sort_keys=True).encode())
+    return r
+
+
+def _init_worker() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+    torch.set_num_threads(1)
+
+
+class Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int, label: str, stream=sys.stderr) -> None:
+        self.total, self.done, self.label, self.stream, self.t0 = total, 0, label, stream, time.perf_counter()
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        frac = self.done / max(self.total, 1)
+        el = time.perf_counter() - self.t0
+        eta = el / frac - el if frac > 0 else 0
+        bar = "#" * int(30 * frac)
+        self.stream.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total} {el:.0f}s eta {eta:.0f}s")
+        if self.done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def run(items: list[Item], workers: int = 2, label: str = "eval") -> list[dict]:
+    """Run all items (cached ones are free); results in the order of `items`."""
+    results: dict[int, dict] = {}
+    todo = []
+    for i, it in enumerate(items):
+        r = cached(it)
+        if r is None:
+            todo.append(i)
+        else:
+            results[i] = r
+    bar = Progress(len(items), label)
+    bar.step(len(results))
+    if todo and workers > 1:
+        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+            futs = {pool.submit(run_item, items[i]): i for i in todo}
+            for f in as_completed(futs):
+                results[futs[f]] = f.result()
+                bar.step()
+    else:
+        _init_worker()
+        for i in todo:
+            results[i] = run_item(items[i])
+            bar.step()
+    return [results[i] for i in range(len(items))]

@@ -1,0 +1,178 @@
+"""Stage 1 training: the variable-rate latent codec on cached TAEF2 latents.
+
+Loss per sample: bpp(y, z) + lambda(q) * MSE(z_c, x) in latent space, q ~ U[0, 1].
+Checkpoints (safetensors + JSON, no pickle) are written atomically and resumed automatically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ulic.codec.model import CodecConfig, LatentCodec, lmbda_of
+
+CROP = 32  # latent positions per crop side (256 image pixels)
+
+
+class LatentCrops:
+    """Random crops and horizontal flips of cached latents, sampled in proportion to area."""
+
+    def __init__(self, latents: dict[str, torch.Tensor], crop: int, seed: int):
+        self.items = [v for v in latents.values() if min(v.shape[1:]) >= crop]
+        area = torch.tensor([float(v.shape[1] * v.shape[2]) for v in self.items])
+        self.weights = area / area.sum()
+        self.crop = crop
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def batch(self, n: int) -> torch.Tensor:
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=self.gen)
+        out = []
+        for i in idx.tolist():
+            v = self.items[i]
+            top = int(torch.randint(0, v.shape[1] - self.crop + 1, (1,), generator=self.gen))
+            left = int(torch.randint(0, v.shape[2] - self.crop + 1, (1,), generator=self.gen))
+            c = v[:, top:top + self.crop, left:left + self.crop].float()
+            if torch.rand(1, generator=self.gen) < 0.5:
+                c = c.flip(-1)
+            out.append(c)
+        return torch.stack(out)  # (n, 32, crop, crop)
+
+
+def split(latents: dict[str, torch.Tensor], n_val: int) -> tuple[dict, dict]:
+    """Hold out the first n_val BSDS500 'val_' images (scale 0) for validation."""
+    val_keys = sorted(k for k in latents if "val_" in k and k.endswith("@0"))[:n_val]
+    stems = {k.rsplit("@", 1)[0] for k in val_keys}
+    train = {k: v for k, v in latents.items() if k.rsplit("@", 1)[0] not in stems}
+    return train, {k: latents[k] for k in val_keys}
+
+
+def rd_loss(codec: LatentCodec, x: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
+    out = codec(x, q)
+    pixels = x.shape[2] * x.shape[3] * 64
+    bits = -(out["y_likelihoods"].log2().flatten(1).sum(1) + out["z_likelihoods"].log2().flatten(1).sum(1))
+    bpp = bits / pixels
+    mse = (out["z_c"] - x).pow(2).flatten(1).mean(1)
+    loss = (bpp + lmbda_of(q, codec.cfg) * mse).mean()
+    return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean()}
+
+
+@torch.no_grad()
+def validate(codec: LatentCodec, val: dict[str, torch.Tensor]) -> dict[str, float]:
+    codec.eval()
+    res = {}
+    for qv in (0.0, 0.5, 1.0):
+        bpp, mse = [], []
+        for v in val.values():
+            h, w = (v.shape[1] // 16) * 16, (v.shape[2] // 16) * 16
+            x = v[None, :, :h, :w].float()
+            torch.manual_seed(0)
+            r = rd_loss(codec, x, torch.full((1,), qv))
+            bpp.append(float(r["bpp"]))
+            mse.append(float(r["mse"]))
+        res[f"q{qv:g}_bpp"] = sum(bpp) / len(bpp)
+        res[f"q{qv:g}_mse"] = sum(mse) / len(mse)
+    codec.train()
+    return res
+
+
+def save_checkpoint(path: Path, codec: LatentCodec, opt: torch.optim.Optimizer, meta: dict) -> None:
+    tensors = {f"model.{k}": v.contiguous() for k, v in codec.state_dict().items()}
+    names = {id(p): n for n, p in codec.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for k, v in opt.state.get(p, {}).items():
+                tensors[f"opt.{names[id(p)]}.{k}"] = torch.as_tensor(v).contiguous()
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, codec: LatentCodec, opt: torch.optim.Optimizer) -> dict:
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    t = load_file(str(path))
+    codec.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")}, strict=True)
+    params = dict(codec.named_parameters())
+    for k, v in t.items():
+        if k.startswith("opt."):
+            name, field = k[4:].rsplit(".", 1)
+            opt.state[params[name]][field] = v
+    return meta
+
+
+def lr_at(step: int, total: int, base: float) -> float:
+    warm = min(1.0, (step + 1) / 200)
+    return base * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--latents", type=Path, required=True, help="cache from ulic.train.latents")
+    ap.add_argument("--run", type=Path, required=True, help="folder for checkpoints and logs")
+    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--val-every", type=int, default=250)
+    ap.add_argument("--ckpt-every", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", type=str, default="{}", help="JSON overrides of CodecConfig")
+    args = ap.parse_args(argv)
+
+    args.run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    cfg = CodecConfig(**json.loads(args.config))
+    codec = LatentCodec(cfg)
+    opt = torch.optim.Adam(codec.parameters(), lr=args.lr)
+    ckpt = args.run / "checkpoint.safetensors"
+    meta = {"step": 0, "seconds": 0.0, "config": json.loads(args.config)}
+    if ckpt.exists():
+        meta = load_checkpoint(ckpt, codec, opt)
+        print(f"resumed at step {meta['step']}", flush=True)
+        torch.manual_seed(args.seed + meta["step"])
+    train, val = split(load_file(str(args.latents)), n_val=16)
+    crops = LatentCrops(train, CROP, args.seed + meta["step"])
+    log = open(args.run / "log.jsonl", "a")
+    t0, seconds0 = time.time(), meta["seconds"]
+    step = meta["step"]
+    avg = {}
+    while step < args.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr)
+        x = crops.batch(args.batch)
+        r = rd_loss(codec, x, torch.rand(args.batch))
+        opt.zero_grad(set_to_none=True)
+        r["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
+        opt.step()
+        step += 1
+        for k, v in r.items():
+            v = float(v.detach())
+            avg[k] = 0.98 * avg.get(k, v) + 0.02 * v
+        elapsed = seconds0 + time.time() - t0
+        if step % 20 == 0:
+            print(f"step {step}/{args.steps} {elapsed:.0f}s loss {avg['loss']:.4f} "
+                  f"bpp {avg['bpp']:.4f} mse {avg['mse']:.4f}", flush=True)
+        rec = {"step": step, "seconds": round(elapsed, 1), **{k: round(v, 5) for k, v in avg.items()}}
+        if step % args.val_every == 0 or step == args.steps:
+            rec.update({f"val_{k}": round(v, 5) for k, v in validate(codec, val).items()})
+            print(rec, flush=True)
+        if step % 20 == 0 or "val_q0_bpp" in rec:
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if step % args.ckpt_every == 0 or step == args.steps:
+            save_checkpoint(ckpt, codec, opt, {"step": step, "seconds": elapsed, "config": meta["config"]})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
