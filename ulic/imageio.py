@@ -71,8 +71,7 @@ def load_image(src: str | Path | bytes | Image.Image | np.ndarray,
             if not isinstance(src, bytes) and os.path.getsize(src) == 0:
                 raise InputImageError(f"{name}: file is empty")
             with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                Image.MAX_IMAGE_PIXELS = limit
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit rules
                 img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
                 if img.width * img.height > limit:
                     raise InputImageError(f"{name}: {img.width}x{img.height} exceeds the limit of "
@@ -85,7 +84,7 @@ def load_image(src: str | Path | bytes | Image.Image | np.ndarray,
             raise InputImageError(f"{name}: no such file") from None
         except IsADirectoryError:
             raise InputImageError(f"{name}: is a directory") from None
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        except (UnidentifiedImageError, Image.DecompressionBombError) as e:
             raise InputImageError(f"{name}: not a readable image ({e})") from None
         except (OSError, ValueError, SyntaxError, EOFError) as e:
             raise InputImageError(f"{name}: cannot read image ({e})") from None
