@@ -1,5 +1,4 @@
 """Latent codec on a tiny seeded model: exact symbol round trips, rate estimate vs bytes."""
-import numpy as np
 import pytest
 import torch
 

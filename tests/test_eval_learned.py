@@ -1,7 +1,6 @@
 """LPIPS (Alex, VGG) and DISTS against committed reference values; skipped without the weights."""
 from __future__ import annotations
 
-import io
 import json
 import pickle
 from pathlib import Path

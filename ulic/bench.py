@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,11 +37,11 @@ def _ms_ssim(a: torch.Tensor, b: torch.Tensor) -> float | None:
 
 def peak_rss_mb(args: list[str]) -> tuple[float, float]:
     """Run `python -m ulic.cli ARGS` in a child; return (its peak RSS in MB, seconds)."""
+    code = ("import resource, sys; from ulic.cli import main; rc = main(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
     t = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "ulic.cli", *args], check=True, capture_output=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(after, before) / 1024, time.perf_counter() - t
+    r = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True)
+    return int(r.stderr.strip().splitlines()[-1]) / 1024, time.perf_counter() - t
 
 
 def thread_check(data: bytes) -> dict:

@@ -12,7 +12,6 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from ulic.codec.model import CodecConfig, CodingState, LatentCodec, config_dict

@@ -54,31 +54,44 @@ def split(latents: dict[str, torch.Tensor], n_val: int) -> tuple[dict, dict]:
     return train, {k: latents[k] for k in val_keys}
 
 
-def rd_loss(codec: LatentCodec, x: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
+def rd_loss(codec: LatentCodec, x: torch.Tensor, q: torch.Tensor,
+            decoder: torch.nn.Module | None = None, latent_weight: float = 0.02) -> dict[str, torch.Tensor]:
+    """bpp + lambda(q) * D. D is latent MSE, or (with the frozen VAE decoder) pixel MSE against
+    the VAE's own reconstruction plus latent_weight * latent MSE."""
     out = codec(x, q)
     pixels = x.shape[2] * x.shape[3] * 64
     bits = -(out["y_likelihoods"].log2().flatten(1).sum(1) + out["z_likelihoods"].log2().flatten(1).sum(1))
     bpp = bits / pixels
     mse = (out["z_c"] - x).pow(2).flatten(1).mean(1)
-    loss = (bpp + lmbda_of(q, codec.cfg) * mse).mean()
-    return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean()}
+    res = {"bpp": bpp.mean(), "mse": mse.mean()}
+    if decoder is None:
+        dist = mse
+    else:
+        with torch.no_grad():
+            target = decoder(x).clamp(0, 1)  # (B, 3, 8h, 8w)
+        pix = (decoder(out["z_c"]) - target).pow(2).flatten(1).mean(1)
+        dist = pix + latent_weight * mse
+        res["psnr"] = (-10 * torch.log10(pix.detach().clamp_min(1e-10))).mean()
+    res["loss"] = (bpp + lmbda_of(q, codec.cfg) * dist).mean()
+    return res
 
 
 @torch.no_grad()
-def validate(codec: LatentCodec, val: dict[str, torch.Tensor]) -> dict[str, float]:
+def validate(codec: LatentCodec, val: dict[str, torch.Tensor],
+             decoder: torch.nn.Module | None = None) -> dict[str, float]:
     codec.eval()
-    res = {}
+    res: dict[str, float] = {}
     for qv in (0.0, 0.5, 1.0):
-        bpp, mse = [], []
+        sums: dict[str, float] = {}
         for v in val.values():
             h, w = (v.shape[1] // 16) * 16, (v.shape[2] // 16) * 16
             x = v[None, :, :h, :w].float()
             torch.manual_seed(0)
-            r = rd_loss(codec, x, torch.full((1,), qv))
-            bpp.append(float(r["bpp"]))
-            mse.append(float(r["mse"]))
-        res[f"q{qv:g}_bpp"] = sum(bpp) / len(bpp)
-        res[f"q{qv:g}_mse"] = sum(mse) / len(mse)
+            r = rd_loss(codec, x, torch.full((1,), qv), decoder)
+            for k in ("bpp", "mse", "psnr"):
+                if k in r:
+                    sums[k] = sums.get(k, 0.0) + float(r[k]) / len(val)
+        res.update({f"q{qv:g}_{k}": v for k, v in sums.items()})
     codec.train()
     return res
 
@@ -125,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", type=str, default="{}", help="JSON overrides of CodecConfig")
+    ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights")
+    ap.add_argument("--distortion", choices=("latent", "pixel"), default="latent",
+                    help="pixel: MSE through the frozen TAEF2 decoder (slower, better PSNR)")
+    ap.add_argument("--crop", type=int, default=CROP, help="latent crop side (x8 pixels)")
+    ap.add_argument("--n-val", type=int, default=16)
     args = ap.parse_args(argv)
 
     args.run.mkdir(parents=True, exist_ok=True)
@@ -137,10 +155,19 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"step": 0, "seconds": 0.0, "config": json.loads(args.config)}
     if ckpt.exists():
         meta = load_checkpoint(ckpt, codec, opt)
+    elif args.init is not None:
+        t = load_file(str(args.init))
+        codec.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")}, strict=True)
+        meta["init"] = str(args.init)
+    if ckpt.exists():
         print(f"resumed at step {meta['step']}", flush=True)
         torch.manual_seed(args.seed + meta["step"])
-    train, val = split(load_file(str(args.latents)), n_val=16)
-    crops = LatentCrops(train, CROP, args.seed + meta["step"])
+    decoder = None
+    if args.distortion == "pixel":
+        from ulic.weights import load_vae
+        decoder = load_vae().decoder
+    train, val = split(load_file(str(args.latents)), n_val=args.n_val)
+    crops = LatentCrops(train, args.crop, args.seed + meta["step"])
     log = open(args.run / "log.jsonl", "a")
     t0, seconds0 = time.time(), meta["seconds"]
     step = meta["step"]
@@ -149,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr)
         x = crops.batch(args.batch)
-        r = rd_loss(codec, x, torch.rand(args.batch))
+        r = rd_loss(codec, x, torch.rand(args.batch), decoder)
         opt.zero_grad(set_to_none=True)
         r["loss"].backward()
         torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
@@ -160,17 +187,17 @@ def main(argv: list[str] | None = None) -> int:
             avg[k] = 0.98 * avg.get(k, v) + 0.02 * v
         elapsed = seconds0 + time.time() - t0
         if step % 20 == 0:
-            print(f"step {step}/{args.steps} {elapsed:.0f}s loss {avg['loss']:.4f} "
-                  f"bpp {avg['bpp']:.4f} mse {avg['mse']:.4f}", flush=True)
+            print(f"step {step}/{args.steps} {elapsed:.0f}s " +
+                  " ".join(f"{k} {v:.4f}" for k, v in avg.items()), flush=True)
         rec = {"step": step, "seconds": round(elapsed, 1), **{k: round(v, 5) for k, v in avg.items()}}
         if step % args.val_every == 0 or step == args.steps:
-            rec.update({f"val_{k}": round(v, 5) for k, v in validate(codec, val).items()})
+            rec.update({f"val_{k}": round(v, 5) for k, v in validate(codec, val, decoder).items()})
             print(rec, flush=True)
         if step % 20 == 0 or "val_q0_bpp" in rec:
             log.write(json.dumps(rec) + "\n")
             log.flush()
         if step % args.ckpt_every == 0 or step == args.steps:
-            save_checkpoint(ckpt, codec, opt, {"step": step, "seconds": elapsed, "config": meta["config"]})
+            save_checkpoint(ckpt, codec, opt, {**meta, "step": step, "seconds": elapsed})
     return 0
 
 
