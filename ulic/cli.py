@@ -1,4 +1,5 @@
-"""The `ulic` command: compress, decompress, info, demo, train-codec."""
+"""The `ulic` command: compress, decompress, compress-dir, decompress-dir, info, demo, eval,
+train-codec."""
 from __future__ import annotations
 
 import argparse
@@ -94,6 +95,22 @@ def _default_example() -> Path:
     return Path(__file__).resolve().parent / "assets" / "example.png"
 
 
+def cmd_compress_dir(a: argparse.Namespace) -> int:
+    from ulic.batch import compress_dir, print_summary
+    return print_summary(compress_dir(Path(a.input), Path(a.output), a.quality, a.bpp, a.max_bytes,
+                                      a.overwrite, log=_quiet_log(a.quiet)))
+
+
+def cmd_decompress_dir(a: argparse.Namespace) -> int:
+    from ulic.batch import decompress_dir, print_summary
+    return print_summary(decompress_dir(Path(a.input), Path(a.output), a.overwrite,
+                                        log=_quiet_log(a.quiet)))
+
+
+def _quiet_log(quiet: bool):
+    return (lambda _msg: None) if quiet else (lambda msg: print(msg, flush=True))
+
+
 def cmd_train_codec(a: argparse.Namespace) -> int:
     from ulic.train.train_codec import main
     return main(a.rest)
@@ -117,6 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("input")
     d.add_argument("-o", "--output")
     d.set_defaults(func=cmd_decompress)
+
+    cd = sub.add_parser("compress-dir", help="every image under a folder -> .ulic files (resumable)")
+    cd.add_argument("input")
+    cd.add_argument("-o", "--output", required=True, help="output folder (mirrors the input tree)")
+    gd = cd.add_mutually_exclusive_group()
+    gd.add_argument("--quality", type=float, help="0..100 (default 50)")
+    gd.add_argument("--bpp", type=float, help="target bits per pixel (within +-3%%)")
+    gd.add_argument("--max-bytes", type=int, help="largest file not above N bytes")
+    cd.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
+    cd.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary")
+    cd.set_defaults(func=cmd_compress_dir)
+
+    dd = sub.add_parser("decompress-dir", help="every .ulic file under a folder -> PNG (resumable)")
+    dd.add_argument("input")
+    dd.add_argument("-o", "--output", required=True, help="output folder (mirrors the input tree)")
+    dd.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
+    dd.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary")
+    dd.set_defaults(func=cmd_decompress_dir)
 
     i = sub.add_parser("info", help="print a .ulic file's header as JSON")
     i.add_argument("input")

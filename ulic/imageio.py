@@ -103,18 +103,54 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(a, "RGB")
 
 
-def save_atomic(data: bytes | Image.Image, path: str | Path, fmt: str | None = None) -> None:
-    """Write bytes or an image so that path holds either the old file or the complete new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _write(f, data: bytes | Image.Image, path: Path, fmt: str | None) -> None:
+    if isinstance(data, Image.Image):
+        data.save(f, format=fmt or (path.suffix.lstrip(".").upper() or "PNG").replace("JPG", "JPEG"))
+    else:
+        f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _link_unnamed(fd: int, dst: Path) -> bool:
+    """Give the unnamed file open at fd the name dst (Linux linkat with AT_SYMLINK_FOLLOW)."""
+    import ctypes
     try:
-        with open(tmp, "wb") as f:
-            if isinstance(data, Image.Image):
-                data.save(f, format=fmt or (path.suffix.lstrip(".").upper() or "PNG").replace("JPG", "JPEG"))
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, at_symlink_follow = -100, 0x400
+        return libc.linkat(at_fdcwd, f"/proc/self/fd/{fd}".encode(), at_fdcwd,
+                           os.fsencode(dst), at_symlink_follow) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def stale_temp_name(name: str) -> bool:
+    """Whether a file name is one of save_atomic's temporary names (left by a killed process)."""
+    return name.startswith(".") and name.endswith(".tmp") and ".ulic-tmp-" in name
+
+
+def save_atomic(data: bytes | Image.Image, path: str | Path, fmt: str | None = None) -> None:
+    """Write bytes or an image so that path holds either the old file or the complete new one.
+
+    On Linux the data goes to an unnamed file (O_TMPFILE) that the kernel frees if the process
+    dies, and gets a name only once complete; elsewhere a hidden temporary name is used."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.ulic-tmp-{os.getpid()}.tmp")
+    fd = None
+    if hasattr(os, "O_TMPFILE"):
+        try:
+            fd = os.open(path.parent, os.O_TMPFILE | os.O_WRONLY, 0o644)
+        except OSError:
+            fd = None  # filesystem without unnamed files
+    try:
+        linked = False
+        if fd is not None:
+            with open(fd, "wb", closefd=True) as f:
+                _write(f, data, path, fmt)
+                linked = _link_unnamed(f.fileno(), tmp)
+        if not linked:
+            with open(tmp, "wb") as f:
+                _write(f, data, path, fmt)
         os.replace(tmp, path)
     except BaseException:
         if tmp.exists():

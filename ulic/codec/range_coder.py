@@ -61,5 +61,6 @@ class Decoder:
             return np.zeros(0, dtype=np.int32)
         try:
             return np.asarray(self._dec.decode(model_for(freq), count), dtype=np.int32)
-        except (ValueError, RuntimeError) as e:
-            raise BitstreamError(f"entropy-coded data is corrupt ({e})") from None
+        except (ValueError, RuntimeError, AssertionError) as e:  # constriction raises all three
+            raise BitstreamError("entropy-coded data is corrupt "
+                                 f"({str(e).strip().rstrip('.') or type(e).__name__})") from None

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ulic.vae.tiling import decode_tiled, encode_tiled
+
 LATENT_CHANNELS = 32
 SCALE = 8  # image pixels per latent position, each side
 
@@ -89,7 +91,13 @@ class TAEF2(nn.Module):
         self.eval()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)  # (B, 32, H/8, W/8)
+        """(B, 3, H, W) -> (B, 32, H/8, W/8); one image is encoded in tiles when large."""
+        if x.shape[0] == 1 and x.shape[2] % 8 == 0 and x.shape[3] % 8 == 0:
+            return encode_tiled(self.encoder, x)
+        return self.encoder(x)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.decoder(latent).clamp(0, 1)  # (B, 3, H, W)
+        """(B, 32, h, w) -> (B, 3, 8h, 8w) in [0, 1]; one latent is decoded in tiles when large."""
+        if latent.shape[0] == 1:
+            return decode_tiled(self.decoder, latent).clamp(0, 1)
+        return self.decoder(latent).clamp(0, 1)
