@@ -237,6 +237,7 @@ class _Evil:
         return (os.system, ("touch pwned-by-pickle",))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_pth_loading_runs_no_code(tmp_path, monkeypatch):
     """TAEF2 .pth files are read with weights_only=True: a pickle that calls code is refused."""
     import pickle

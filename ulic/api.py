@@ -2,7 +2,8 @@
 
     image (1, 3, H, W) --pad to x128--> TAEF2 encoder --> latent (1, 32, Hp/8, Wp/8)
       --> LatentCodec.compress --> entropy-coded section --> container bytes
-    container bytes --> LatentCodec.decompress --> z_c --crop--> TAEF2 decoder --crop--> image
+    container bytes --> LatentCodec.decompress --> z_c --> DRM (fast) or CDM sampler (diffusion)
+      --crop--> TAEF2 decoder --crop--> image
 """
 from __future__ import annotations
 
@@ -156,34 +157,65 @@ def compress(image, quality: float | None = None, bpp: float | None = None,
 @dataclass
 class DecodeResult:
     image: torch.Tensor  # (1, 3, H, W) in [0, 1]
-    z_c: torch.Tensor  # cropped compressed latent (1, 32, ceil(H/8), ceil(W/8))
+    z_c: torch.Tensor  # the latent given to the VAE decoder, cropped (1, 32, ceil(H/8), ceil(W/8))
     header: bitstream.Container
     seconds: dict[str, float] = field(default_factory=dict)
+    decoder: str = "fast"
+    steps: int = 0
 
 
-def decode(data: bytes, model: LoadedModel | None = None) -> DecodeResult:
-    """Decode .ulic bytes into an image tensor, with per-stage times."""
+DECODERS = ("fast", "diffusion")
+
+
+def _refine(z_c: torch.Tensor, q_byte: int, model: LoadedModel, decoder: str | None,
+            steps: int | None, data: bytes) -> tuple[torch.Tensor, str, int]:
+    """Apply the stage-2 decoder to z_c: `fast` is the DRM's coarse latent, `diffusion` runs
+    the CDM sampler. A model without a stage-2 decoder decodes z_c itself (`fast` only)."""
+    from ulic.diffusion.decode import refine, seed_from_bytes
+    from ulic.diffusion.store import load_decoder
+    if decoder is not None and decoder not in DECODERS:
+        raise UlicError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if steps is not None and not 1 <= steps <= 50:
+        raise UlicError(f"steps must be between 1 and 50, got {steps}")
+    loaded = load_decoder(str(model.folder)) if model.folder is not None else None
+    if loaded is None:
+        if decoder == "diffusion":
+            raise UlicError("this model has no diffusion decoder (decoder.json is missing)")
+        return z_c, "fast", 0
+    dec, cfg = loaded
+    decoder = decoder or cfg.get("default_decoder", "fast")
+    k = 0 if decoder == "fast" else (steps or int(cfg.get("default_steps", 4)))
+    return refine(dec, z_c, q_byte, k, seed_from_bytes(data)), decoder, k
+
+
+def decode(data: bytes, model: LoadedModel | None = None, decoder: str | None = None,
+           steps: int | None = None) -> DecodeResult:
+    """Decode .ulic bytes into an image tensor, with per-stage times. decoder: "fast" or
+    "diffusion" (default: the model's choice); steps: diffusion steps (default 4)."""
     if not isinstance(data, (bytes, bytearray)):
         raise BitstreamError("decompress needs the file's bytes")
+    data = bytes(data)
     model = model or load_model()
     t0 = time.perf_counter()
-    c = bitstream.parse(bytes(data), model.fingerprint, max_pixels())
+    c = bitstream.parse(data, model.fingerprint, max_pixels())
     if len(c.sections) != 1:
         raise BitstreamError(f"this ulic version expects 1 section, the file has {len(c.sections)}")
     hp, wp = _padded(c.height, c.width, model.codec.cfg.downsample)
     z_c = model.codec.decompress(c.sections[0], (hp // 8, wp // 8), c.quality)
-    z_c = z_c[:, :, : -(-c.height // 8), : -(-c.width // 8)]
     t1 = time.perf_counter()
-    with torch.inference_mode():
-        img = load_vae().decode(z_c)[:, :, : c.height, : c.width]
+    latent, used, k = _refine(z_c, c.quality, model, decoder, steps, data)
+    latent = latent[:, :, : -(-c.height // 8), : -(-c.width // 8)]
     t2 = time.perf_counter()
-    return DecodeResult(img, z_c, c, {"entropy_and_synthesis": t1 - t0, "vae_decode": t2 - t1,
-                                      "total": t2 - t0})
+    with torch.inference_mode():
+        img = load_vae().decode(latent)[:, :, : c.height, : c.width]
+    t3 = time.perf_counter()
+    return DecodeResult(img, latent, c, {"entropy_and_synthesis": t1 - t0, "refine": t2 - t1,
+                                         "vae_decode": t3 - t2, "total": t3 - t0}, used, k)
 
 
-def decompress(data: bytes) -> Image.Image:
+def decompress(data: bytes, decoder: str | None = None, steps: int | None = None) -> Image.Image:
     """Decode .ulic bytes into an 8-bit RGB PIL image."""
-    return to_pil(decode(data).image)
+    return to_pil(decode(data, decoder=decoder, steps=steps).image)
 
 
 def read_file(path: str | Path) -> bytes:

@@ -35,13 +35,14 @@ def cmd_decompress(a: argparse.Namespace) -> int:
     from ulic.api import decode, read_file
     from ulic.imageio import save_atomic, to_pil
     data = read_file(a.input)
-    r = decode(data)
+    r = decode(data, decoder=a.decoder, steps=a.steps)
     out = a.output or Path(a.input).with_suffix(".png")
     suffix = Path(out).suffix.lower()
     if suffix not in (".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp", ".jpg", ".jpeg"):
         raise UlicError(f"{out}: unsupported output format {suffix!r} (use .png)")
     save_atomic(to_pil(r.image), out)
-    print(f"{out}: {r.header.width}x{r.header.height}, {r.seconds['total']:.2f} s")
+    how = r.decoder + (f", {r.steps} steps" if r.steps else "")
+    print(f"{out}: {r.header.width}x{r.header.height}, {how}, {r.seconds['total']:.2f} s")
     return 0
 
 
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decompress", help=".ulic -> image (PNG)")
     d.add_argument("input")
     d.add_argument("-o", "--output")
+    d.add_argument("--decoder", choices=("fast", "diffusion"), default=None,
+                   help="fast: one-pass reconstruction; diffusion: CDM refinement (default: the model's)")
+    d.add_argument("--steps", type=int, default=None, help="diffusion steps (default 4)")
     d.set_defaults(func=cmd_decompress)
 
     cd = sub.add_parser("compress-dir", help="every image under a folder -> .ulic files (resumable)")

@@ -123,6 +123,19 @@ class LatentCodec(nn.Module):
         return {"z_c": z_c, "y_likelihoods": gaussian_likelihood(y_noisy, mean_s, scale_s),
                 "z_likelihoods": self.prior.likelihood(z_noisy)}
 
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """The compressed latent z_c as decoding gives it (rounded y and z; float h_s), for a
+        batch: x (B, 32, h, w), q (B,) -> z_c (B, 32, h, w). Used to train the decoder."""
+        g, ig = (interp_rows(p, q)[:, :, None, None] for p in (self.log_gain, self.log_igain))
+        zg, zig = (interp_rows(p, q)[:, :, None, None] for p in (self.log_zgain, self.log_zigain))
+        y = self.g_a(x)
+        z_hat = torch.round(self.h_a(y) * zg).clamp(-self.cfg.radius_z, self.cfg.radius_z)
+        mean, _ = self.h_s(z_hat * zig)
+        mean_s = mean * g
+        sym = torch.round(y * g - mean_s).clamp(-self.cfg.radius_y, self.cfg.radius_y)
+        return self.g_s((sym + mean_s) * ig)
+
     # -- coding ---------------------------------------------------------------------------
     def _state(self) -> "CodingState":
         if self.coding is None:

@@ -42,10 +42,11 @@ def save_model(codec: LatentCodec, folder: Path, name: str, extra: dict | None =
 class LoadedModel:
     """A codec ready for coding, plus its identity (fingerprint) for the bitstream."""
 
-    def __init__(self, codec: LatentCodec, config: dict, fingerprint: bytes):
+    def __init__(self, codec: LatentCodec, config: dict, fingerprint: bytes, folder: Path | None = None):
         self.codec = codec
         self.config = config
         self.fingerprint = fingerprint  # sha256 of the weights file
+        self.folder = folder  # where decoder.json / decoder.safetensors may live
 
     @property
     def model_id(self) -> int:
@@ -81,4 +82,4 @@ def load_model(folder: str | None = None) -> LoadedModel:
     except (RuntimeError, TypeError, KeyError) as e:
         raise WeightsError(f"{path}: weights do not match the config ({e})") from None
     codec.eval().requires_grad_(False)
-    return LoadedModel(codec, config, digest)
+    return LoadedModel(codec, config, digest, path)

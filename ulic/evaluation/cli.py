@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def add_eval_parser(subparsers) -> None:
                                                 "name the model, e.g. ulic-v1")
     p.add_argument("--out", default="results/kodak", help="output directory (default results/kodak)")
     p.add_argument("--cache", default="cache/eval", help="cache directory for per-item results (default cache/eval, git-ignored)")
+    p.add_argument("--decoder", choices=("fast", "diffusion"), default=None,
+                   help="ulic only: decoder to use (default: the model's default)")
+    p.add_argument("--steps", type=int, default=None, help="ulic only: diffusion steps")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (for quick checks)")
     p.add_argument("--report", action="store_true", help="(re)build plots, BD-rate table and HTML report "
@@ -37,7 +41,7 @@ def add_eval_parser(subparsers) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def _settings(codec: str, given: list[str] | None) -> list[str]:
+def _settings(codec: str, given: list[str] | None, decoder: str | None = None) -> list[str]:
     from ulic.evaluation.baselines import default_settings, parse_setting
     if codec == "ulic":
         qs = given if given else [str(q) for q in DEFAULT_ULIC_QUALITIES]
@@ -50,7 +54,7 @@ def _settings(codec: str, given: list[str] | None) -> list[str]:
                 raise UlicError(f"ulic setting {q!r} is not a quality value 0..100") from None
             if not 0 <= v <= 100:
                 raise UlicError(f"ulic quality {v:g} outside 0..100")
-            out.append(f"ulic:q{v:g}")
+            out.append(f"ulic:q{v:g}" + (f":{decoder}" if decoder else ""))
         return out
     if not given:
         return default_settings(codec)
@@ -82,10 +86,22 @@ def cmd_eval(a: argparse.Namespace) -> int:
         images = runner.list_images(a.data)[: a.limit or None]
         for codec in a.codec:
             name = a.name if a.name and len(a.codec) == 1 else codec
-            settings = _settings(codec, a.settings)
+            decoder = None
+            if codec == "ulic" and a.decoder:
+                decoder = a.decoder + (str(a.steps) if a.decoder == "diffusion" and a.steps else "")
+            settings = _settings(codec, a.settings, decoder)
             if not settings:
                 raise UlicError(f"no settings given for codec {codec}")
-            items = [runner.Item(str(img), codec, s, name, metrics, a.cache) for s in settings for img in images]
+            cache = a.cache
+            if codec == "ulic":  # results of another model must not be reused
+                from ulic.codec.store import load_model
+                m = load_model()
+                dec = m.folder / "decoder.json" if m.folder else None
+                tag = m.config["weights_sha256"][:12]
+                if dec is not None and dec.exists():
+                    tag += "-" + json.loads(dec.read_text())["weights_sha256"][:12]
+                cache = str(Path(a.cache) / f"ulic-model-{tag}")
+            items = [runner.Item(str(img), codec, s, name, metrics, cache) for s in settings for img in images]
             rows = runner.run(items, a.workers, label=name)
             agg = outputs.aggregate(rows, metrics)
             for size in fid_sizes:

@@ -166,9 +166,11 @@ def crops(results: list[dict], out: Path, cache: str, data: str | None) -> list[
             if abs(math.log(r["bpp"][i] / t)) > math.log(1.5):
                 continue
             s = r["setting"][i]
-            png = Path(cache) / d["name"] / s.replace(":", "_") / (img.stem + ".png")
-            if not png.is_file():
+            rel = Path(d["name"]) / s.replace(":", "_") / (img.stem + ".png")
+            found = [p for p in [Path(cache) / rel, *Path(cache).glob(f"ulic-model-*/{rel}")] if p.is_file()]
+            if not found:
                 continue
+            png = max(found, key=lambda p: p.stat().st_mtime)  # the newest model's
             name = f"crops/{t:g}_{d['name']}.png"
             Image.open(png).convert("RGB").crop(box).save(out / name)
             cells.append((f"{d['name']} {s} (mean {r['bpp'][i]:.4f} bpp)", name))

@@ -64,10 +64,15 @@ def to_tensor(a: np.ndarray):
 
 def code_image(item: Item) -> tuple[np.ndarray, int]:
     """(reconstruction (H, W, 3) uint8, bytes) of one item."""
-    if item.codec == "ulic":
+    if item.codec == "ulic":  # setting "ulic:q<quality>[:fast|:diffusion<steps>]"
         from ulic.api import decode, encode
-        r = encode(item.image, quality=float(item.setting.split(":q")[-1]))
-        rec = decode(r.data).image
+        parts = item.setting.split(":")
+        decoder, steps = None, None
+        if len(parts) > 2:
+            decoder = parts[2].rstrip("0123456789")
+            steps = int(parts[2][len(decoder):]) if parts[2][len(decoder):] else None
+        r = encode(item.image, quality=float(parts[1][1:]))
+        rec = decode(r.data, decoder=decoder, steps=steps).image
         a = (rec[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         return a, len(r.data)
     from ulic.evaluation.baselines import run_setting

@@ -1,4 +1,5 @@
-"""Turn a training checkpoint into a shipped model folder (config.json + model.safetensors)."""
+"""Turn training checkpoints into a shipped model folder: config.json + model.safetensors for
+the codec, and optionally decoder.json + decoder.safetensors for the diffusion decoder."""
 from __future__ import annotations
 
 import argparse
@@ -38,15 +39,39 @@ def export(checkpoint: Path, latents: Path, out: Path, name: str, n_calib: int =
     return save_model(codec, out, name, extra)
 
 
+def export_decoder(checkpoint: Path, out: Path, default: str = "fast") -> dict:
+    """Write the stage-2 decoder (DRM + denoiser + t' table) next to the codec."""
+    from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
+    from ulic.diffusion.store import save_decoder
+    with safe_open(str(checkpoint), "pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    over = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
+    dec = DiffusionDecoder(DiffusionConfig(**over))
+    t = load_file(str(checkpoint))
+    dec.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")}, strict=True)
+    extra = {"default_decoder": default, "default_steps": 4, "kappa": meta.get("kappa"),
+             "training": {"steps": meta["step"], "seconds": round(meta["seconds"])}}
+    return save_decoder(dec, out, extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--checkpoint", type=Path, required=True)
-    ap.add_argument("--latents", type=Path, required=True)
+    ap.add_argument("--checkpoint", type=Path, help="stage-1 codec checkpoint")
+    ap.add_argument("--latents", type=Path, help="latent cache (calibration of the integer h_s)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--name", default="ulic-base")
+    ap.add_argument("--decoder-checkpoint", type=Path, default=None,
+                    help="also export a stage-2 decoder checkpoint (ulic.train.train_decoder)")
+    ap.add_argument("--default-decoder", choices=("fast", "diffusion"), default="fast")
+    ap.add_argument("--decoder-only", action="store_true", help="leave the codec files as they are")
     args = ap.parse_args(argv)
-    cfg = export(args.checkpoint, args.latents, args.out, args.name)
-    print(json.dumps(cfg, indent=2))
+    if not args.decoder_only:
+        if args.checkpoint is None or args.latents is None:
+            ap.error("--checkpoint and --latents are needed (or --decoder-only)")
+        print(json.dumps(export(args.checkpoint, args.latents, args.out, args.name), indent=2))
+    if args.decoder_checkpoint is not None:
+        cfg = export_decoder(args.decoder_checkpoint, args.out, args.default_decoder)
+        print(json.dumps({k: v for k, v in cfg.items() if k != "t_start"}, indent=2))
     return 0
 
 

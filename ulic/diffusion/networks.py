@@ -1,0 +1,131 @@
+"""The distortion-aware reconstruction module (DRM) and the conditional latent denoiser.
+
+    z_c (B, 32, h, w), q (B,)
+      DRM --> coarse (B, 32, h, w)        z_c + a learned correction: the `fast` decoder's latent
+          --> spatial (B, S, h, w)        pixel-level condition features
+          --> semantic (B, G)             global condition vector (pooled features)
+    x_t (B, 32, h, w), t (B,), DRM outputs
+      Denoiser --> x0_hat = coarse + residual   (B, 32, h, w)
+A small UNet: two levels (h and h/2), FiLM from the time embedding plus the global vector,
+spatial features concatenated at the input. The output convolution starts at zero, so an
+untrained denoiser returns the DRM's coarse latent.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ulic.codec.layers import ResBlock, conv3
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    latent_channels: int = 32
+    drm_width: int = 64
+    drm_blocks: int = 4
+    spatial: int = 32  # S
+    semantic: int = 128  # G
+    widths: tuple[int, int] = (64, 128)
+    blocks: int = 2  # per level and direction
+    emb: int = 128
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class DRM(nn.Module):
+    """Distortion-aware reconstruction module (SPRDiff), on the compressed latent."""
+
+    def __init__(self, cfg: DiffusionConfig):
+        super().__init__()
+        c, n = cfg.latent_channels, cfg.drm_width
+        self.head = conv3(c + 1, n)  # z_c and a constant plane holding q
+        self.body = nn.Sequential(*[ResBlock(n) for _ in range(cfg.drm_blocks)])
+        self.to_coarse = conv3(n, c)
+        self.to_spatial = conv3(n, cfg.spatial)
+        self.to_semantic = nn.Sequential(nn.Linear(2 * n, cfg.semantic), nn.SiLU(),
+                                         nn.Linear(cfg.semantic, cfg.semantic))
+        nn.init.zeros_(self.to_coarse.weight)
+        nn.init.zeros_(self.to_coarse.bias)
+
+    def forward(self, z_c: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        qplane = q.to(z_c.dtype)[:, None, None, None].expand(-1, 1, *z_c.shape[2:])
+        f = self.body(self.head(torch.cat([z_c, qplane], 1)))  # (B, n, h, w)
+        pooled = torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1)  # (B, 2n)
+        return z_c + self.to_coarse(f), self.to_spatial(f), self.to_semantic(pooled)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """(B,) timesteps -> (B, dim) sinusoidal features."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.sin(args), torch.cos(args)], 1)
+
+
+class FiLMBlock(nn.Module):
+    """x + conv(silu(film(conv(silu(x)), emb))), with an optional channel change."""
+
+    def __init__(self, n_in: int, n_out: int, emb: int):
+        super().__init__()
+        self.conv1 = conv3(n_in, n_out)
+        self.film = nn.Linear(emb, 2 * n_out)
+        self.conv2 = conv3(n_out, n_out)
+        self.skip = nn.Conv2d(n_in, n_out, 1) if n_in != n_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(x))
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, 1)
+        h = h * (1 + scale) + shift
+        return self.skip(x) + self.conv2(F.silu(h))
+
+
+class Denoiser(nn.Module):
+    """x0-predicting conditional UNet in the 32-channel latent space."""
+
+    def __init__(self, cfg: DiffusionConfig):
+        super().__init__()
+        c, (w0, w1), e = cfg.latent_channels, cfg.widths, cfg.emb
+        self.emb_dim = e
+        self.time_mlp = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
+        self.sem_proj = nn.Linear(cfg.semantic, e)
+        self.conv_in = conv3(2 * c + cfg.spatial, w0)  # x_t, coarse, spatial features
+        self.down0 = nn.ModuleList([FiLMBlock(w0, w0, e) for _ in range(cfg.blocks)])
+        self.down = nn.Conv2d(w0, w1, 3, stride=2, padding=1)  # (B, w1, h/2, w/2)
+        self.mid = nn.ModuleList([FiLMBlock(w1, w1, e) for _ in range(2 * cfg.blocks)])
+        self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv3(w1, w0))
+        self.up0 = nn.ModuleList([FiLMBlock(2 * w0 if i == 0 else w0, w0, e) for i in range(cfg.blocks)])
+        self.conv_out = conv3(w0, c)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, coarse: torch.Tensor, spatial: torch.Tensor,
+                semantic: torch.Tensor) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.emb_dim)) + self.sem_proj(semantic)  # (B, e)
+        emb = F.silu(emb)
+        h = self.conv_in(torch.cat([x_t, coarse, spatial], 1))  # (B, w0, h, w)
+        for blk in self.down0:
+            h = blk(h, emb)
+        skip = h
+        h = self.down(h)  # (B, w1, h/2, w/2); h and w are even (latents of x128-padded images)
+        for blk in self.mid:
+            h = blk(h, emb)
+        h = torch.cat([self.up(h)[:, :, : skip.shape[2], : skip.shape[3]], skip], 1)
+        for blk in self.up0:
+            h = blk(h, emb)
+        return coarse + self.conv_out(F.silu(h))
+
+
+class DiffusionDecoder(nn.Module):
+    """DRM + denoiser; `t_start` (256,) int64 holds t' for every quality byte."""
+
+    def __init__(self, cfg: DiffusionConfig = DiffusionConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.drm = DRM(cfg)
+        self.denoiser = Denoiser(cfg)
+        self.register_buffer("t_start", torch.full((256,), 300, dtype=torch.int64))

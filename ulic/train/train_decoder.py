@@ -1,0 +1,139 @@
+"""Stage 2 training: DRM + CDM denoiser on cached TAEF2 latents, the stage-1 codec frozen.
+
+Per sample: q ~ U[0, 1]; z_c = codec.reconstruct(x0, q); t ~ U{0..t'(q)};
+x_t = CDM forward process (ulic.diffusion.schedule); loss = D(x0_hat, x0) + D(coarse, x0),
+D = latent MSE weighted per channel by the channel's pixel sensitivity through the TAEF2 decoder.
+
+Parameterisation: x0. The sampler needs only x0_hat; the DRM's coarse latent and the
+denoiser share the same target and units (our stage-1 distortion); and with the zero-initialised
+output layer, x0_hat = coarse at the start, so training begins from the `fast` decoder.
+
+t'(q) is calibrated once from the frozen codec: the smallest t whose noise-to-signal ratio
+(1 - a_t) / a_t reaches kappa times the codec's latent MSE at q (monotone: lower rate, later
+start), clamped to [t_min, t_max], and stored with the weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ulic.codec.store import load_model
+from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
+from ulic.diffusion.schedule import alphas_cumprod, cdm_forward
+from ulic.train.train_codec import (LatentCrops, channel_sensitivity, load_checkpoint, lr_at,
+                                    save_checkpoint, split)
+
+
+@torch.no_grad()
+def calibrate_t_start(codec, crops: LatentCrops, kappa: float, t_min: int, t_max: int,
+                      a: torch.Tensor, n: int = 32) -> torch.Tensor:
+    """(256,) int64 t' per quality byte from the codec's latent MSE on n training crops."""
+    x = crops.batch(n)
+    qs = torch.arange(0, 256, 15).tolist() + [255]
+    mse = []
+    for qb in qs:
+        z_c = codec.reconstruct(x, torch.full((n,), qb / 255))
+        mse.append(float((z_c - x).pow(2).mean()))
+    mse_all = torch.tensor(mse, dtype=torch.float64)
+    grid = torch.arange(256, dtype=torch.float64)
+    mse_q = torch.from_numpy(__import__("numpy").interp(grid.numpy(), qs, mse_all.numpy()))
+    nsr = (1 - a) / a  # increasing in t
+    t = torch.searchsorted(nsr, kappa * mse_q).clamp(t_min, t_max)
+    t = torch.cummin(t, 0).values  # non-increasing in q
+    return t.to(torch.int64)
+
+
+def wmse(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return ((a - b).pow(2) * w[:, None, None]).mean()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--latents", type=Path, required=True)
+    ap.add_argument("--model", type=str, default=None, help="stage-1 model folder (default: shipped)")
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--crop", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--kappa", type=float, default=2.0)
+    ap.add_argument("--t-min", type=int, default=50)
+    ap.add_argument("--t-max", type=int, default=700)
+    ap.add_argument("--ckpt-every", type=int, default=100)
+    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", type=str, default="{}", help="JSON overrides of DiffusionConfig")
+    ap.add_argument("--no-weights", action="store_true", help="uniform channel weights (no TAEF2)")
+    args = ap.parse_args(argv)
+
+    args.run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    codec = load_model(args.model).codec.eval().requires_grad_(False)
+    over = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.config).items()}
+    dec = DiffusionDecoder(DiffusionConfig(**over))
+    opt = torch.optim.Adam(dec.parameters(), lr=args.lr)
+    a = alphas_cumprod()
+    train, val = split(load_file(str(args.latents)), n_val=4)
+    crops = LatentCrops(train, args.crop, args.seed)
+    ckpt = args.run / "checkpoint.safetensors"
+    meta = {"step": 0, "seconds": 0.0, "config": json.loads(args.config), "kappa": args.kappa}
+    if ckpt.exists():
+        meta = load_checkpoint(ckpt, dec, opt)
+        print(f"resumed at step {meta['step']}", flush=True)
+    else:
+        dec.t_start.copy_(calibrate_t_start(codec, crops, args.kappa, args.t_min, args.t_max, a))
+    print("t_start at q bytes 0, 64, 128, 192, 255:", [int(dec.t_start[i]) for i in (0, 64, 128, 192, 255)],
+          flush=True)
+    crops = LatentCrops(train, args.crop, args.seed + 1 + meta["step"])
+    if args.no_weights:
+        weights = torch.ones(32)
+    else:
+        from ulic.weights import load_vae
+        probe = [v[:, :32, :32] for v in list(train.values())[::max(1, len(train) // 4)][:4]]
+        weights = channel_sensitivity(load_vae().decoder, probe)
+    log = open(args.run / "log.jsonl", "a")
+    t0, seconds0, step, avg = time.time(), meta["seconds"], meta["step"], {}
+    while step < args.steps:
+        for grp in opt.param_groups:
+            grp["lr"] = lr_at(step, args.steps, args.lr)
+        x0 = crops.batch(args.batch)
+        q = torch.rand(args.batch)
+        z_c = codec.reconstruct(x0, q)
+        t_start = dec.t_start[(q * 255).round().long()]
+        t = (torch.rand(args.batch) * (t_start + 1).float()).floor().long().clamp(max=t_start)
+        x_t = cdm_forward(x0, z_c, torch.randn_like(x0), a[t], a[t_start]).float()
+        coarse, spatial, semantic = dec.drm(z_c, q)
+        x0_hat = dec.denoiser(x_t, t, coarse, spatial, semantic)
+        r = {"loss_x0": wmse(x0_hat, x0, weights), "loss_coarse": wmse(coarse, x0, weights),
+             "zc_mse": wmse(z_c, x0, weights)}
+        loss = r["loss_x0"] + r["loss_coarse"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dec.parameters(), 1.0)
+        opt.step()
+        step += 1
+        for k, v in r.items():
+            v = float(v.detach())
+            avg[k] = 0.98 * avg.get(k, v) + 0.02 * v
+        elapsed = seconds0 + time.time() - t0
+        if step % 20 == 0 or step == args.steps:
+            print(f"step {step}/{args.steps} {elapsed:.0f}s " + " ".join(f"{k} {v:.4f}" for k, v in avg.items()),
+                  flush=True)
+            log.write(json.dumps({"step": step, "seconds": round(elapsed, 1),
+                                  **{k: round(v, 5) for k, v in avg.items()}}) + "\n")
+            log.flush()
+        if step % args.ckpt_every == 0 or step == args.steps:
+            save_checkpoint(ckpt, dec, opt, {**meta, "step": step, "seconds": elapsed})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
