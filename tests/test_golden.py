@@ -28,14 +28,15 @@ def default_model(monkeypatch):
 
 @pytest.mark.parametrize("stem", sorted(ENTRIES))
 def test_golden_file_decodes_identically(stem, default_model):
-    from regenerate import decode_with_symbols
+    from regenerate import _decoder_sha, decode_with_symbols
     e = ENTRIES[stem]
     assert e["format_version"] == bitstream.FORMAT_VERSION, "format changed: keep old files decodable"
     assert default_model.config["weights_sha256"] == e["model_sha256"], (
         "the shipped model changed: old files no longer decode; regenerate the golden files "
         "(tests/golden/regenerate.py) only together with a model id change")
+    assert _decoder_sha(default_model) == e["decoder_sha256"], "the shipped decoder changed"
     data = (GOLDEN / f"{stem}.ulic").read_bytes()
-    img, y_hat = decode_with_symbols(data)
+    img, y_hat = decode_with_symbols(data, e["decoder"])
     assert hashlib.sha256(y_hat.numpy().tobytes()).hexdigest() == e["y_hat_sha256"]
     assert hashlib.sha256(img.tobytes()).hexdigest() == e["pixels_sha256"]
 

@@ -20,7 +20,7 @@ CASES = [("kodim23", (100, 380, 160, 96), 20), ("kodim23", (300, 120, 64, 64), 8
          ("kodim01", (0, 0, 130, 17), 50)]  # (image, (left, top, width, height), quality)
 
 
-def decode_with_symbols(data: bytes):
+def decode_with_symbols(data: bytes, decoder: str = "fast"):
     """Decoded pixels (H, W, 3) uint8 and the decoder's y_hat, captured before g_s."""
     from ulic import api
     from ulic.codec.store import load_model
@@ -29,10 +29,15 @@ def decode_with_symbols(data: bytes):
     got = []
     hook = model.codec.g_s.register_forward_pre_hook(lambda m, a: got.append(a[0].clone()))
     try:
-        img = np.asarray(to_pil(api.decode(data, model).image))
+        img = np.asarray(to_pil(api.decode(data, model, decoder=decoder).image))
     finally:
         hook.remove()
     return img, got[0]
+
+
+def _decoder_sha(model) -> str | None:
+    p = model.folder / "decoder.json"
+    return json.loads(p.read_text())["weights_sha256"] if p.exists() else None
 
 
 def sha(b: bytes) -> str:
@@ -56,6 +61,7 @@ def main() -> int:
         img, y_hat = decode_with_symbols(data)
         Image.fromarray(img).save(HERE / f"{stem}.png")
         entries[stem] = {"format_version": FORMAT_VERSION, "model_sha256": model.config["weights_sha256"],
+                         "decoder": "fast", "decoder_sha256": _decoder_sha(model),
                          "bytes": len(data), "y_hat_sha256": sha(y_hat.numpy().tobytes()),
                          "pixels_sha256": sha(img.tobytes())}
     (HERE / "golden.json").write_text(json.dumps(entries, indent=2) + "\n")

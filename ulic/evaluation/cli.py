@@ -25,6 +25,8 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--metrics", default="psnr,ms_ssim,lpips_alex,dists",
                    help="comma list from psnr,ms_ssim,lpips_alex,lpips_vgg,dists")
     p.add_argument("--fid", default="", help="comma list of FID/KID patch sizes, e.g. 256,64 (slow on CPU)")
+    p.add_argument("--fid-images", type=int, default=0,
+                   help="compute FID/KID on the first N images only (CPU time; default all)")
     p.add_argument("--name", default=None, help="result name (default: the codec name); ulic runs should "
                                                 "name the model, e.g. ulic-v1")
     p.add_argument("--out", default="results/kodak", help="output directory (default results/kodak)")
@@ -107,10 +109,11 @@ def cmd_eval(a: argparse.Namespace) -> int:
             for size in fid_sizes:
                 from ulic.evaluation.setfid import setting_fid
                 for g in agg:
-                    r = setting_fid([it for it in items if it.setting == g["setting"]], size)
+                    sel = [it for it in items if it.setting == g["setting"]][: a.fid_images or None]
+                    r = setting_fid(sel, size)
                     g[f"fid{size}"], g[f"kid{size}"] = r["fid"], r["kid"]
                     print(f"{name} {g['setting']}: FID/{size} {r['fid']:.2f}, KID {r['kid']:.4f} "
-                          f"({r['patches']} patches)", file=sys.stderr)
+                          f"({r['patches']} patches of {len(sel)} images)", file=sys.stderr)
             cols = ["image", "setting", "bytes", "bpp", *metrics, "codec_seconds"]
             outputs.write_csv(rows, out / f"{name}.csv", cols)
             scols = ["setting", "images", "bytes", "bpp", *metrics] + [f"{k}{s}" for s in fid_sizes for k in ("fid", "kid")]

@@ -27,7 +27,10 @@ def setting_fid(items: list[Item], size: int) -> dict[str, float]:
     torch.set_num_threads(1)
     ref, rec = [], []
     for it in items:
-        orig_cache = Path(it.cache) / "_originals" / f"{Path(it.image).stem}-{image_digest(it.image)}-p{size}.npy"
+        base = Path(it.cache)
+        if base.name.startswith("ulic-model-"):  # originals do not depend on the model
+            base = base.parent
+        orig_cache = base / "_originals" / f"{Path(it.image).stem}-{image_digest(it.image)}-p{size}.npy"
         ref.append(_features(Path(it.image), orig_cache, size).astype(np.float64))
         rec.append(_features(it.stem.with_suffix(".png"), it.stem.with_name(it.stem.name + f"-p{size}.npy"),
                              size).astype(np.float64))

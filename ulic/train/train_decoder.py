@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -43,7 +44,7 @@ def calibrate_t_start(codec, crops: LatentCrops, kappa: float, t_min: int, t_max
         mse.append(float((z_c - x).pow(2).mean()))
     mse_all = torch.tensor(mse, dtype=torch.float64)
     grid = torch.arange(256, dtype=torch.float64)
-    mse_q = torch.from_numpy(__import__("numpy").interp(grid.numpy(), qs, mse_all.numpy()))
+    mse_q = torch.from_numpy(np.interp(grid.numpy(), qs, mse_all.numpy()))
     nsr = (1 - a) / a  # increasing in t
     t = torch.searchsorted(nsr, kappa * mse_q).clamp(t_min, t_max)
     t = torch.cummin(t, 0).values  # non-increasing in q
@@ -67,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--t-min", type=int, default=50)
     ap.add_argument("--t-max", type=int, default=700)
     ap.add_argument("--ckpt-every", type=int, default=100)
-    ap.add_argument("--val-every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", type=str, default="{}", help="JSON overrides of DiffusionConfig")
     ap.add_argument("--no-weights", action="store_true", help="uniform channel weights (no TAEF2)")
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     dec = DiffusionDecoder(DiffusionConfig(**over))
     opt = torch.optim.Adam(dec.parameters(), lr=args.lr)
     a = alphas_cumprod()
-    train, val = split(load_file(str(args.latents)), n_val=4)
+    train, _ = split(load_file(str(args.latents)), n_val=6)  # the images stage 1 held out
     crops = LatentCrops(train, args.crop, args.seed)
     ckpt = args.run / "checkpoint.safetensors"
     meta = {"step": 0, "seconds": 0.0, "config": json.loads(args.config), "kappa": args.kappa}
