@@ -143,6 +143,13 @@ def load_checkpoint(path: Path, codec: LatentCodec, opt: torch.optim.Optimizer) 
     return meta
 
 
+def update_averages(avg: dict[str, float], values: dict[str, torch.Tensor], decay: float = 0.98) -> None:
+    """Exponential moving averages of logged training values, in place."""
+    for k, v in values.items():
+        v = float(v.detach())
+        avg[k] = decay * avg.get(k, v) + (1 - decay) * v
+
+
 def lr_at(step: int, total: int, base: float) -> float:
     warm = min(1.0, (step + 1) / 200)
     return base * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0))))
@@ -210,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
         opt.step()
         step += 1
-        for k, v in r.items():
-            v = float(v.detach())
-            avg[k] = 0.98 * avg.get(k, v) + 0.02 * v
+        update_averages(avg, r)
         elapsed = seconds0 + time.time() - t0
         if step % 20 == 0:
             print(f"step {step}/{args.steps} {elapsed:.0f}s " +

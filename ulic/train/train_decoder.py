@@ -29,7 +29,7 @@ from ulic.codec.store import load_model
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.diffusion.schedule import alphas_cumprod, cdm_forward
 from ulic.train.train_codec import (LatentCrops, channel_sensitivity, load_checkpoint, lr_at,
-                                    save_checkpoint, split)
+                                    save_checkpoint, split, update_averages)
 
 
 @torch.no_grad()
@@ -120,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.nn.utils.clip_grad_norm_(dec.parameters(), 1.0)
         opt.step()
         step += 1
-        for k, v in r.items():
-            v = float(v.detach())
-            avg[k] = 0.98 * avg.get(k, v) + 0.02 * v
+        update_averages(avg, r)
         elapsed = seconds0 + time.time() - t0
         if step % 20 == 0 or step == args.steps:
             print(f"step {step}/{args.steps} {elapsed:.0f}s " + " ".join(f"{k} {v:.4f}" for k, v in avg.items()),
