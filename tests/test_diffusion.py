@@ -137,10 +137,15 @@ def test_api_decoder_choice(tiny_model_with_decoder, tiny_model, photo):
     f = api.decode(data, model=m, decoder="fast")
     assert (f.decoder, f.steps) == ("fast", 0) and not torch.equal(f.image, d.image)
     assert api.decode(data, model=m, decoder="diffusion", steps=3).steps == 3
+    z = api.decode(data, model=m, decoder="mse")  # the stage-1 latent, untouched
+    assert (z.decoder, z.steps) == ("mse", 0)
+    plain = api.encode(photo[:64, :96].copy(), quality=40, model=tiny_model).data
+    assert plain == data  # same codec weights: the decoder file does not change the bitstream
+    assert torch.equal(z.image, api.decode(plain, model=tiny_model).image)  # no stage 2 = z_c
+    assert api.decode(plain, model=tiny_model, decoder="mse").decoder == "mse"
     with pytest.raises(UlicError, match="decoder must be"):
         api.decode(data, model=m, decoder="slow")
     with pytest.raises(UlicError, match="steps"):
         api.decode(data, model=m, decoder="diffusion", steps=0)
-    plain = api.encode(photo[:64, :96].copy(), quality=40, model=tiny_model).data
     with pytest.raises(UlicError, match="no diffusion decoder"):
         api.decode(plain, model=tiny_model, decoder="diffusion")

@@ -100,3 +100,54 @@ def test_jpeg_and_webp_payload_counting():
     b = io.BytesIO()
     im.save(b, "WEBP", quality=50)
     assert len(containers.riff_chunk(b.getvalue(), b"VP8 ")) == len(b.getvalue()) - 20
+
+
+def test_fid_settings_must_be_a_subset(data_dir, tmp_path):
+    a = _parser().parse_args(["eval", "--data", str(data_dir), "--codec", "jpeg", "--settings", "jpeg:d1:q50",
+                              "--fid", "64", "--fid-settings", "jpeg:d1:q20", "--out", str(tmp_path / "o"),
+                              "--cache", str(tmp_path / "c"), "--workers", "1"])
+    with pytest.raises(UlicError, match="subset"):
+        a.func(a)
+
+
+def test_fid_only_for_chosen_settings_with_workers(data_dir, tmp_path):
+    from ulic.errors import WeightsError
+    from ulic.evaluation.fid import inception
+    try:
+        inception()
+    except WeightsError as e:
+        pytest.skip(f"Inception weights unavailable: {e}")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = ["eval", "--data", str(data_dir), "--codec", "jpeg", "--settings", "jpeg:d2:q20", "jpeg:d1:q50",
+            "--metrics", "psnr", "--fid", "64", "--fid-settings", "jpeg:d1:q50", "--out", str(out),
+            "--cache", str(cache), "--workers", "2"]
+    a = _parser().parse_args(argv)
+    assert a.func(a) == 0
+    res = json.loads((out / "jpeg.json").read_text())["results"]
+    fid = dict(zip(res["setting"], res["fid64"]))
+    assert fid["jpeg:d2:q20"] is None and fid["jpeg:d1:q50"] > 0
+    feats = sorted(p.name for p in cache.rglob("*-p64.npy"))
+    assert len(feats) == 4  # two originals + two reconstructions of the chosen setting
+    mtimes = {p: p.stat().st_mtime_ns for p in cache.rglob("*-p64.npy")}
+    a = _parser().parse_args(argv)
+    assert a.func(a) == 0  # features are reused, not recomputed
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*-p64.npy")} == mtimes
+    assert json.loads((out / "jpeg.json").read_text())["results"]["fid64"] == res["fid64"]
+
+
+def test_compare_half_rate_is_minus_50_percent(tmp_path, capsys):
+    def write(name, scale):
+        res = {"bpp": [0.01 * scale, 0.02 * scale, 0.04 * scale], "psnr-rgb": [18.0, 20.0, 22.0],
+               "lpips": [0.7, 0.6, 0.5], "fid64": [90.0, None, 50.0], "setting": ["a", "b", "c"]}
+        (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "results": res}))
+    write("anchor", 1.0)
+    write("test", 0.5)
+    a = _parser().parse_args(["eval", "--compare", "anchor", "test", "--out", str(tmp_path)])
+    assert a.func(a) == 0
+    cmp = json.loads((tmp_path / "test_vs_anchor.json").read_text())
+    assert cmp["bd_rate_pct"] == {"psnr-rgb": -50.0, "lpips": -50.0, "fid64": -50.0}
+    assert len(cmp["rows"]) == 6 and (tmp_path / "test_vs_anchor.md").is_file()
+    assert "lpips -50.0%" in capsys.readouterr().out
+    a = _parser().parse_args(["eval", "--compare", "anchor", "missing", "--out", str(tmp_path)])
+    with pytest.raises(UlicError, match="cannot read results"):
+        a.func(a)

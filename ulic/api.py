@@ -164,19 +164,22 @@ class DecodeResult:
     steps: int = 0
 
 
-DECODERS = ("fast", "diffusion")
+DECODERS = ("mse", "fast", "diffusion")
 
 
 def _refine(z_c: torch.Tensor, q_byte: int, model: LoadedModel, decoder: str | None,
             steps: int | None, data: bytes) -> tuple[torch.Tensor, str, int]:
-    """Apply the stage-2 decoder to z_c: `fast` is the DRM's coarse latent, `diffusion` runs
-    the CDM sampler. A model without a stage-2 decoder decodes z_c itself (`fast` only)."""
+    """Apply the stage-2 decoder to z_c: `mse` keeps the stage-1 latent z_c itself (highest
+    PSNR, blurriest), `fast` is the DRM's coarse latent, `diffusion` runs the CDM sampler. A
+    model without a stage-2 decoder decodes z_c itself (`mse`, also answered for `fast`)."""
     from ulic.diffusion.decode import refine, seed_from_bytes
     from ulic.diffusion.store import load_decoder
     if decoder is not None and decoder not in DECODERS:
         raise UlicError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     if steps is not None and not 1 <= steps <= 50:
         raise UlicError(f"steps must be between 1 and 50, got {steps}")
+    if decoder == "mse":
+        return z_c, "mse", 0
     loaded = load_decoder(str(model.folder)) if model.folder is not None else None
     if loaded is None:
         if decoder == "diffusion":
@@ -191,7 +194,8 @@ def _refine(z_c: torch.Tensor, q_byte: int, model: LoadedModel, decoder: str | N
 def decode(data: bytes, model: LoadedModel | None = None, decoder: str | None = None,
            steps: int | None = None) -> DecodeResult:
     """Decode .ulic bytes into an image tensor, with per-stage times. decoder: "fast" or
-    "diffusion" (default: the model's choice); steps: diffusion steps (default 4)."""
+    "diffusion" (default: the model's choice) or "mse" (the stage-1 latent, no refinement);
+    steps: diffusion steps (default 4)."""
     if not isinstance(data, (bytes, bytearray)):
         raise BitstreamError("decompress needs the file's bytes")
     data = bytes(data)

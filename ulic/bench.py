@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             from ulic import bitstream
             data = bitstream.Container(h, w, qb, model.model_id, [payload]).to_bytes(model.fingerprint)
             enc_s = vae_s + time.perf_counter() - t1
-            d = api.decode(data, model)
+            d = api.decode(data, model, decoder="mse")  # stage 1: z_c straight into the VAE
             rows.append({"image": path.name, "quality": qual, "q_byte": qb, "bytes": len(data),
                          "bpp": 8 * len(data) / (h * w), "est_bits": bits,
                          "payload_bytes": len(payload),

@@ -134,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decompress", help=".ulic -> image (PNG)")
     d.add_argument("input")
     d.add_argument("-o", "--output")
-    d.add_argument("--decoder", choices=("fast", "diffusion"), default=None,
-                   help="fast: one-pass reconstruction; diffusion: CDM refinement (default: the model's)")
+    d.add_argument("--decoder", choices=("mse", "fast", "diffusion"), default=None,
+                   help="diffusion: CDM refinement, sharpest; fast: one-pass DRM reconstruction; mse: the "
+                        "stage-1 latent as coded, highest PSNR but blurry (default: the model's choice)")
     d.add_argument("--steps", type=int, default=None, help="diffusion steps (default 4)")
     d.set_defaults(func=cmd_decompress)
 

@@ -27,17 +27,22 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--fid", default="", help="comma list of FID/KID patch sizes, e.g. 256,64 (slow on CPU)")
     p.add_argument("--fid-images", type=int, default=0,
                    help="compute FID/KID on the first N images only (CPU time; default all)")
+    p.add_argument("--fid-settings", nargs="+", default=None,
+                   help="compute FID/KID only for these of --settings (default all)")
     p.add_argument("--name", default=None, help="result name (default: the codec name); ulic runs should "
                                                 "name the model, e.g. ulic-v1")
     p.add_argument("--out", default="results/kodak", help="output directory (default results/kodak)")
     p.add_argument("--cache", default="cache/eval", help="cache directory for per-item results (default cache/eval, git-ignored)")
-    p.add_argument("--decoder", choices=("fast", "diffusion"), default=None,
+    p.add_argument("--decoder", choices=("mse", "fast", "diffusion"), default=None,
                    help="ulic only: decoder to use (default: the model's default)")
     p.add_argument("--steps", type=int, default=None, help="ulic only: diffusion steps")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (for quick checks)")
     p.add_argument("--report", action="store_true", help="(re)build plots, BD-rate table and HTML report "
                                                           "from all result JSONs in --out")
+    p.add_argument("--compare", nargs=2, metavar=("ANCHOR", "TEST"), default=None,
+                   help="compare two result names in --out: table and BD-rates of TEST against ANCHOR, "
+                        "written to --out/TEST_vs_ANCHOR.json and .md")
     p.add_argument("--anchors", default=None, help="published anchors CSV (default: "
                                                    "$ULIC_SHARED/anchors/published_kodak.csv or ../shared/...)")
     p.set_defaults(func=cmd_eval)
@@ -79,8 +84,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
         raise UlicError(f"--fid expects patch sizes like 256,64, got {a.fid!r}") from None
     if a.workers < 1:
         raise UlicError("--workers must be at least 1")
-    if not a.codec and not a.report:
-        raise UlicError("nothing to do: give --codec (and --data) and/or --report")
+    if not a.codec and not a.report and not a.compare:
+        raise UlicError("nothing to do: give --codec (and --data), --report and/or --compare")
     out = Path(a.out)
     if a.codec:
         if not a.data:
@@ -103,13 +108,22 @@ def cmd_eval(a: argparse.Namespace) -> int:
                 if dec is not None and dec.exists():
                     tag += "-" + json.loads(dec.read_text())["weights_sha256"][:12]
                 cache = str(Path(a.cache) / f"ulic-model-{tag}")
+            fid_settings = set(settings)
+            if a.fid_settings is not None:
+                fid_settings = set(_settings(codec, a.fid_settings, decoder))
+                if not fid_settings <= set(settings):
+                    raise UlicError("--fid-settings must be a subset of --settings")
             items = [runner.Item(str(img), codec, s, name, metrics, cache) for s in settings for img in images]
             rows = runner.run(items, a.workers, label=name)
             agg = outputs.aggregate(rows, metrics)
             for size in fid_sizes:
-                from ulic.evaluation.setfid import setting_fid
-                for g in agg:
-                    sel = [it for it in items if it.setting == g["setting"]][: a.fid_images or None]
+                from ulic.evaluation.setfid import precompute_features, setting_fid
+                fid_groups = [g for g in agg if g["setting"] in fid_settings]
+                chosen = [it for g in fid_groups for it in
+                          [x for x in items if x.setting == g["setting"]][: a.fid_images or None]]
+                precompute_features(chosen, size, a.workers, label=name)
+                for g in fid_groups:
+                    sel = [it for it in chosen if it.setting == g["setting"]]
                     r = setting_fid(sel, size)
                     g[f"fid{size}"], g[f"kid{size}"] = r["fid"], r["kid"]
                     print(f"{name} {g['setting']}: FID/{size} {r['fid']:.2f}, KID {r['kid']:.4f} "
@@ -122,6 +136,13 @@ def cmd_eval(a: argparse.Namespace) -> int:
                     f"rate counts codec payload bytes only (docs/evaluation.md)")
             outputs.write_json(outputs.compressai_json(name, desc, agg, metrics), out / f"{name}.json")
             print(f"{name}: {len(agg)} settings -> {out / (name + '.json')}")
+    if a.compare:
+        from ulic.evaluation.compare import compare, markdown
+        cmp = compare(out, *a.compare)
+        stem = out / f"{a.compare[1]}_vs_{a.compare[0]}"
+        outputs.write_json(cmp, stem.with_suffix(".json"))
+        stem.with_suffix(".md").write_text(markdown(cmp))
+        print(markdown(cmp), end="")
     if a.report:
         from ulic.evaluation.report import build_report
         build_report(out, a.anchors, a.cache, a.data)

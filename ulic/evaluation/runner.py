@@ -150,7 +150,7 @@ def run_item(item: Item) -> dict:
     return r
 
 
-def _init_worker() -> None:
+def init_worker() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
     torch.set_num_threads(1)
@@ -159,8 +159,9 @@ def _init_worker() -> None:
 class Progress:
     """A one-line progress bar on stderr."""
 
-    def __init__(self, total: int, label: str, stream=sys.stderr) -> None:
-        self.total, self.done, self.label, self.stream, self.t0 = total, 0, label, stream, time.perf_counter()
+    def __init__(self, total: int, label: str, stream=None) -> None:
+        self.total, self.done, self.label, self.t0 = total, 0, label, time.perf_counter()
+        self.stream = stream if stream is not None else sys.stderr  # looked up now, not at import
 
     def step(self, n: int = 1) -> None:
         self.done += n
@@ -187,13 +188,13 @@ def run(items: list[Item], workers: int = 2, label: str = "eval") -> list[dict]:
     bar = Progress(len(items), label)
     bar.step(len(results))
     if todo and workers > 1:
-        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(workers, initializer=init_worker) as pool:
             futs = {pool.submit(run_item, items[i]): i for i in todo}
             for f in as_completed(futs):
                 results[futs[f]] = f.result()
                 bar.step()
     else:
-        _init_worker()
+        init_worker()
         for i in todo:
             results[i] = run_item(items[i])
             bar.step()

@@ -1,11 +1,12 @@
 """FID/KID of a codec setting over a data set, from the cached reconstructions (features cached)."""
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from ulic.evaluation.runner import Item, image_digest, load_rgb, to_tensor
+from ulic.evaluation.runner import Item, Progress, init_worker, image_digest, load_rgb, to_tensor
 
 
 def _features(png: Path, cache: Path, size: int) -> np.ndarray:
@@ -20,18 +21,52 @@ def _features(png: Path, cache: Path, size: int) -> np.ndarray:
     return f
 
 
+def _pairs(items: list[Item], size: int) -> list[tuple[Path, Path, Path, Path]]:
+    """(original, its feature file, reconstruction, its feature file) for each item."""
+    out = []
+    for it in items:
+        base = Path(it.cache)
+        if base.name.startswith("ulic-model-"):  # originals do not depend on the model
+            base = base.parent
+        orig_cache = base / "_originals" / f"{Path(it.image).stem}-{image_digest(it.image)}-p{size}.npy"
+        rec = it.stem.with_suffix(".png")
+        out.append((Path(it.image), orig_cache, rec, it.stem.with_name(it.stem.name + f"-p{size}.npy")))
+    return out
+
+
+def _features_job(args: tuple[Path, Path, int]) -> None:
+    _features(*args)
+
+
+def precompute_features(items: list[Item], size: int, workers: int = 2, label: str = "fid") -> None:
+    """Compute the missing patch-feature files of `items` (originals and reconstructions) in
+    `workers` processes, so that `setting_fid` only reads caches."""
+    jobs = {}
+    for orig, orig_f, rec, rec_f in _pairs(items, size):
+        for png, f in ((orig, orig_f), (rec, rec_f)):
+            if not f.is_file():
+                jobs[f] = (png, f, size)
+    if not jobs:
+        return
+    bar = Progress(len(jobs), f"{label} FID/{size} features")
+    if workers > 1:
+        with ProcessPoolExecutor(workers, initializer=init_worker) as pool:
+            for _ in pool.map(_features_job, jobs.values()):
+                bar.step()
+    else:
+        init_worker()
+        for job in jobs.values():
+            _features_job(job)
+            bar.step()
+
+
 def setting_fid(items: list[Item], size: int) -> dict[str, float]:
     """FID/KID at patch size `size` between the originals and the reconstructions of `items`."""
     from ulic.evaluation.fid import fid_kid
     import torch
     torch.set_num_threads(1)
     ref, rec = [], []
-    for it in items:
-        base = Path(it.cache)
-        if base.name.startswith("ulic-model-"):  # originals do not depend on the model
-            base = base.parent
-        orig_cache = base / "_originals" / f"{Path(it.image).stem}-{image_digest(it.image)}-p{size}.npy"
-        ref.append(_features(Path(it.image), orig_cache, size).astype(np.float64))
-        rec.append(_features(it.stem.with_suffix(".png"), it.stem.with_name(it.stem.name + f"-p{size}.npy"),
-                             size).astype(np.float64))
+    for orig, orig_f, png, rec_f in _pairs(items, size):
+        ref.append(_features(orig, orig_f, size).astype(np.float64))
+        rec.append(_features(png, rec_f, size).astype(np.float64))
     return fid_kid(ref, rec)
