@@ -1,6 +1,7 @@
 """Stage-1 benchmark on a folder of images (Kodak): real bytes, PSNR, MS-SSIM, times, memory.
 
     python -m ulic.bench --data DIR --out results.json [--qualities 0 20 ...] [--target-bpp 0.03]
+    python -m ulic.bench --data DIR --out vae.json --vae-only   # TAEF2 alone: the quality ceiling
 
 Writes one JSON document: per quality byte the mean real bpp, PSNR, MS-SSIM, encode/decode
 seconds and the overhead of real bytes over the model's estimated bits; per-image rows; the
@@ -62,6 +63,21 @@ def thread_check(data: bytes) -> dict:
             "max_pixel_diff": float(diff.max()), "pixels_differing": int((diff > 0).any(1).sum())}
 
 
+def vae_only(paths: list[Path]) -> dict:
+    """PSNR and MS-SSIM of the frozen TAEF2 round trip (no compression): the ceiling of any
+    latent codec built on it."""
+    rows = []
+    for path in paths:
+        x = load_image(path)
+        with torch.inference_mode():
+            r = api.load_vae().decode(api.load_vae().encode(x))
+        rows.append({"image": path.name, "psnr": api.psnr(x, r), "ms_ssim": _ms_ssim(x, r)})
+        print(f"{path.name} {rows[-1]['psnr']:.2f} dB", file=sys.stderr, flush=True)
+    mean = lambda k: sum(r[k] for r in rows) / len(rows) if rows[0][k] is not None else None  # noqa: E731
+    return {"name": "TAEF2 round trip (no compression)", "images": len(rows),
+            "psnr": mean("psnr"), "ms_ssim": mean("ms_ssim"), "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, required=True)
@@ -69,8 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qualities", type=float, nargs="+", default=[0, 15, 30, 45, 60, 80, 100])
     ap.add_argument("--target-bpp", type=float, default=0.03)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    ap.add_argument("--vae-only", action="store_true", help="only measure the TAEF2 round trip")
     args = ap.parse_args(argv)
     paths = list_images(args.data)[: args.limit or None]
+    if args.vae_only:
+        doc = vae_only(paths)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+        print(json.dumps({k: v for k, v in doc.items() if k != "rows"}))
+        return 0
     model = load_model()
     rows, targets = [], []
     for i, path in enumerate(paths):

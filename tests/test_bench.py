@@ -1,0 +1,21 @@
+"""`python -m ulic.bench --vae-only`: the TAEF2 ceiling measurement writes a sane JSON."""
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from conftest import needs_vae
+
+
+@needs_vae
+def test_vae_only_reports_round_trip_quality(tmp_path, photo):
+    from ulic import bench
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.fromarray(photo).save(d / "a.png")
+    out = tmp_path / "vae.json"
+    assert bench.main(["--data", str(d), "--out", str(out), "--vae-only"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["images"] == 1 and doc["rows"][0]["image"] == "a.png"
+    assert 20 < doc["psnr"] < 60 and 0.8 < doc["ms_ssim"] <= 1.0
