@@ -9,6 +9,10 @@ ifneq ($(wildcard $(SHARED)/weights/taef2/taef2_encoder.pth),)
 ULIC_WEIGHTS_DIR ?= $(abspath $(SHARED)/weights/taef2)
 export ULIC_WEIGHTS_DIR
 endif
+ifneq ($(wildcard $(SHARED)/anchors/published_kodak.csv),)
+ULIC_SHARED ?= $(abspath $(SHARED))
+export ULIC_SHARED
+endif
 ifneq ($(wildcard $(SHARED)/data/kodak/kodim23.png),)
 ULIC_KODAK_DIR ?= $(abspath $(SHARED)/data/kodak)
 export ULIC_KODAK_DIR

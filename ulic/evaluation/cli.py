@@ -17,7 +17,7 @@ def add_eval_parser(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate codecs on an image set (metrics, baselines, report)",
                               description="Run codecs over a directory of images, cache per-image results, "
                                           "write CSV/JSON, RD plots and an HTML report. See docs/evaluation.md.")
-    p.add_argument("--data", help="directory of reference images (e.g. ../shared/data/kodak)")
+    p.add_argument("--data", help="directory of reference images (e.g. the Kodak set, $ULIC_KODAK_DIR)")
     p.add_argument("--codec", nargs="+", choices=CODEC_CHOICES, default=[], help="codec(s) to run")
     p.add_argument("--settings", nargs="+", default=None,
                    help="settings to run (baselines: CODEC:dFACTOR:qQUALITY; ulic: quality values 0..100); "
@@ -44,7 +44,7 @@ def add_eval_parser(subparsers) -> None:
                    help="compare two result names in --out: table and BD-rates of TEST against ANCHOR, "
                         "written to --out/TEST_vs_ANCHOR.json and .md")
     p.add_argument("--anchors", default=None, help="published anchors CSV (default: "
-                                                   "$ULIC_SHARED/anchors/published_kodak.csv or ../shared/...)")
+                                                   "$ULIC_SHARED/anchors/published_kodak.csv)")
     p.set_defaults(func=cmd_eval)
 
 

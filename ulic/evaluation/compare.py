@@ -36,7 +36,7 @@ def compare(out: Path, anchor: str, test: str) -> dict:
     for key in COLUMNS[1:]:
         if key not in a or key not in t:
             continue
-        higher = key.split("-")[0].rstrip("0123456789") not in LOWER_IS_BETTER
+        higher = key.rstrip("0123456789") not in LOWER_IS_BETTER  # fid64 -> fid
         try:
             bd[key] = round(bd_rate(*_pairs(a, key), *_pairs(t, key), "pchip", higher), 2)
         except UlicError as e:

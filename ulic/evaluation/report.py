@@ -33,14 +33,13 @@ def load_results(out: Path) -> list[dict]:
 
 
 def anchors_path(given: str | None) -> Path | None:
+    """The published-anchors CSV: --anchors, else $ULIC_SHARED/anchors/published_kodak.csv
+    (the Makefile sets ULIC_SHARED when the shared data folder is present), else none."""
     if given:
         return Path(given)
     root = os.environ.get("ULIC_SHARED")
-    for base in ([Path(root)] if root else []) + [Path("../shared"), Path(__file__).resolve().parents[3] / "shared"]:
-        p = base / "anchors" / "published_kodak.csv"
-        if p.is_file():
-            return p
-    return None
+    p = Path(root) / "anchors" / "published_kodak.csv" if root else None
+    return p if p is not None and p.is_file() else None
 
 
 def load_anchors(path: Path | None) -> dict[str, dict[str, list[float]]]:

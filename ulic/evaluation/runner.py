@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,7 +150,7 @@ def run_item(item: Item) -> dict:
     return r
 
 
-def init_worker() -> None:
+def _init_worker() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
     torch.set_num_threads(1)
@@ -175,6 +175,26 @@ class Progress:
         self.stream.flush()
 
 
+def map_workers(fn, args: list, workers: int, bar: Progress) -> list:
+    """fn over args in `workers` one-thread processes (here when workers is 1), results in order;
+    the bar steps once per finished call. fn must be a module-level function."""
+    if not args:
+        return []
+    if workers > 1:
+        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+            out = []
+            for r in pool.map(fn, args):
+                out.append(r)
+                bar.step()
+            return out
+    _init_worker()
+    out = []
+    for a in args:
+        out.append(fn(a))
+        bar.step()
+    return out
+
+
 def run(items: list[Item], workers: int = 2, label: str = "eval") -> list[dict]:
     """Run all items (cached ones are free); results in the order of `items`."""
     results: dict[int, dict] = {}
@@ -187,15 +207,6 @@ def run(items: list[Item], workers: int = 2, label: str = "eval") -> list[dict]:
             results[i] = r
     bar = Progress(len(items), label)
     bar.step(len(results))
-    if todo and workers > 1:
-        with ProcessPoolExecutor(workers, initializer=init_worker) as pool:
-            futs = {pool.submit(run_item, items[i]): i for i in todo}
-            for f in as_completed(futs):
-                results[futs[f]] = f.result()
-                bar.step()
-    else:
-        init_worker()
-        for i in todo:
-            results[i] = run_item(items[i])
-            bar.step()
+    for i, r in zip(todo, map_workers(run_item, [items[i] for i in todo], workers, bar)):
+        results[i] = r
     return [results[i] for i in range(len(items))]

@@ -1,12 +1,11 @@
 """FID/KID of a codec setting over a data set, from the cached reconstructions (features cached)."""
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from ulic.evaluation.runner import Item, Progress, init_worker, image_digest, load_rgb, to_tensor
+from ulic.evaluation.runner import Item, Progress, image_digest, load_rgb, map_workers, to_tensor
 
 
 def _features(png: Path, cache: Path, size: int) -> np.ndarray:
@@ -46,18 +45,8 @@ def precompute_features(items: list[Item], size: int, workers: int = 2, label: s
         for png, f in ((orig, orig_f), (rec, rec_f)):
             if not f.is_file():
                 jobs[f] = (png, f, size)
-    if not jobs:
-        return
-    bar = Progress(len(jobs), f"{label} FID/{size} features")
-    if workers > 1:
-        with ProcessPoolExecutor(workers, initializer=init_worker) as pool:
-            for _ in pool.map(_features_job, jobs.values()):
-                bar.step()
-    else:
-        init_worker()
-        for job in jobs.values():
-            _features_job(job)
-            bar.step()
+    if jobs:
+        map_workers(_features_job, list(jobs.values()), workers, Progress(len(jobs), f"{label} FID/{size} features"))
 
 
 def setting_fid(items: list[Item], size: int) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """TAEF2: the frozen tiny autoencoder for the FLUX.2 latent space (RGB [0, 1] <-> 32 x H/8 x W/8).
 
-Architecture facts come from ../shared/README.md; weights are the upstream `.pth` state dicts,
+Architecture facts come from the shared data README (TAEF2 section); weights are the upstream `.pth` state dicts,
 loaded with `weights_only=True` and cast to float32. Module indices match the upstream
 `nn.Sequential` keys so the files load with strict keys.
 """
