@@ -112,6 +112,13 @@ def test_train_decoder_resume_and_export(tmp_path, tiny_model_dir):
     t = cfg["t_start"]
     assert len(t) == 256 and all(a >= b for a, b in zip(t, t[1:]))  # lower rate, later start
     assert load_decoder(str(out))[0].t_start.tolist() == t
+    run2 = tmp_path / "run2"  # fine-tune the exported decoder: same weights at step 0
+    assert train_decoder.main(common[:4] + ["--run", str(run2), "--batch", "2", "--no-weights",
+                                            "--init", str(out), "--steps", "1", "--lr", "0"]) == 0
+    from safetensors.torch import load_file
+    t2 = load_file(str(run2 / "checkpoint.safetensors"))
+    ref = load_decoder(str(out))[0].state_dict()
+    assert all(torch.equal(t2[f"model.{k}"], v) for k, v in ref.items() if k != "t_start")
 
 
 @pytest.fixture(scope="module")

@@ -70,9 +70,17 @@ def _inception_available() -> str | None:
 _NO_INCEPTION = _inception_available()
 
 
-@pytest.mark.skipif(_NO_INCEPTION is not None, reason=f"Inception weights unavailable: {_NO_INCEPTION}")
-def test_fid_real_inception_self_zero_and_monotone():
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored after it (later tests must not inherit it)."""
+    old = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.skipif(_NO_INCEPTION is not None, reason=f"Inception weights unavailable: {_NO_INCEPTION}")
+def test_fid_real_inception_self_zero_and_monotone(one_thread):
     seeds = range(40, 46)
     ref = [patch_features(make_pair(s, 64, 64, 0.0)[0], 64) for s in seeds]
     assert fid_kid(ref, ref)["fid"] == pytest.approx(0.0, abs=1e-6)

@@ -34,3 +34,36 @@ def test_train_resume_export(tmp_path):
     x = torch.randn(1, 32, 16, 16) * 0.85
     data, _ = m.codec.compress(x, 200)
     assert m.codec.decompress(data, (16, 16), 200).shape == x.shape
+
+
+def test_refit_prior_lowers_z_bits_and_init_from_model_folder(tmp_path):
+    from ulic.codec.model import LatentCodec
+    from ulic.train import refit_prior
+    lat = tmp_path / "lat.safetensors"
+    fake_latents(lat)
+    run = tmp_path / "run"
+    assert train_codec.main(["--latents", str(lat), "--run", str(run), "--batch", "2", "--steps", "1",
+                             "--n-val", "2", "--config", TINY_JSON]) == 0
+    folder = tmp_path / "model"
+    export.export(run / "checkpoint.safetensors", lat, folder, "tiny", n_calib=2)
+    x = torch.randn(2, 32, 32, 32, generator=torch.Generator().manual_seed(1)) * 0.85
+
+    def bits(codec):
+        with torch.no_grad():
+            z = torch.round(codec.h_a(codec.g_a(x)))
+            return float(-codec.prior.likelihood(z).log2().sum())
+
+    before = bits(load_model(str(folder)).codec)
+    out = tmp_path / "refit.safetensors"
+    assert refit_prior.main(["--init", str(folder), "--latents", str(lat), "--out", str(out),
+                             "--steps", "40", "--batch", "4", "--crop", "32", "--lr", "0.05"]) == 0
+    refit = LatentCodec(load_model(str(folder)).codec.cfg)
+    train_codec.load_init_weights(out, refit)
+    assert bits(refit) < 0.9 * before
+    ref = load_model(str(folder)).codec.state_dict()  # only the prior moved
+    assert all(torch.equal(v, ref[k]) for k, v in refit.state_dict().items() if not k.startswith("prior."))
+    for init in (folder, out):  # training starts from a shipped folder or a checkpoint
+        run2 = tmp_path / f"run_{init.name}"
+        assert train_codec.main(["--latents", str(lat), "--run", str(run2), "--batch", "2", "--steps", "1",
+                                 "--n-val", "2", "--config", TINY_JSON, "--init", str(init),
+                                 "--fast-lr-scale", "10"]) == 0

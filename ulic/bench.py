@@ -5,8 +5,9 @@
 
 Writes one JSON document: per quality byte the mean real bpp, PSNR, MS-SSIM, encode/decode
 seconds and the overhead of real bytes over the model's estimated bits; per-image rows; the
-`--target-bpp` sweep (rate control); a decode-determinism check across thread counts; and peak
-RSS of separate `ulic compress` / `ulic decompress` processes on the first image.
+`--target-bpp` sweep (rate control, and the stage-1 PSNR of each file it makes); a
+decode-determinism check across thread counts; and peak RSS of separate `ulic compress` /
+`ulic decompress` processes on the first image.
 """
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                          "encode_s": enc_s, "decode_s": d.seconds["total"]})
         r = api.encode(path, bpp=args.target_bpp, model=model)
         targets.append({"image": path.name, "bpp": r.bpp, "q_byte": r.quality,
-                        "rel_error": r.bpp / args.target_bpp - 1})
+                        "rel_error": r.bpp / args.target_bpp - 1,
+                        "psnr": api.psnr(x, api.decode(r.data, model, decoder="mse").image)})
         print(f"[{i + 1}/{len(paths)}] {path.name} target {r.bpp:.4f} bpp", file=sys.stderr, flush=True)
     summary = []
     for qual in args.qualities:
@@ -145,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
            "target_bpp": {"target": args.target_bpp,
                           "max_abs_rel_error": max(abs(t["rel_error"]) for t in targets),
                           "within_3pct": sum(abs(t["rel_error"]) <= 0.03 for t in targets),
+                          "bpp": sum(t["bpp"] for t in targets) / len(targets),
+                          "psnr": sum(t["psnr"] for t in targets) / len(targets),
                           "rows": targets},
            "memory": {"image": first.name, "compress_peak_rss_mb": enc_mb, "compress_wall_s": enc_wall,
                       "decompress_peak_rss_mb": dec_mb, "decompress_wall_s": dec_wall},

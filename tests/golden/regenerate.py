@@ -21,17 +21,23 @@ CASES = [("kodim23", (100, 380, 160, 96), 20), ("kodim23", (300, 120, 64, 64), 8
 
 
 def decode_with_symbols(data: bytes, decoder: str = "fast"):
-    """Decoded pixels (H, W, 3) uint8 and the decoder's y_hat, captured before g_s."""
+    """Decoded pixels (H, W, 3) uint8 and the decoder's y_hat, captured before g_s. Decodes on
+    one thread: symbols are exact on any thread count, float32 pixels only per thread count."""
+    import torch
+
     from ulic import api
     from ulic.codec.store import load_model
     from ulic.imageio import to_pil
     model = load_model()
     got = []
     hook = model.codec.g_s.register_forward_pre_hook(lambda m, a: got.append(a[0].clone()))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         img = np.asarray(to_pil(api.decode(data, model, decoder=decoder).image))
     finally:
         hook.remove()
+        torch.set_num_threads(threads)
     return img, got[0]
 
 

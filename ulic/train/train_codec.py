@@ -71,12 +71,21 @@ def channel_sensitivity(decoder: torch.nn.Module, latents: list[torch.Tensor], e
     return sens / sens.mean()
 
 
+def decode_pixels(decoder: torch.nn.Module, latent: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """The frozen VAE decoder on a latent batch, optionally in bfloat16 autocast with
+    channels_last memory (about 2.7x faster on CPUs with AVX512-BF16); float32 result."""
+    if not bf16:
+        return decoder(latent)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return decoder(latent.contiguous(memory_format=torch.channels_last)).float()
+
+
 def rd_loss(codec: LatentCodec, x: torch.Tensor, q: torch.Tensor,
             decoder: torch.nn.Module | None = None, latent_weight: float = 0.02,
-            channel_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+            channel_weights: torch.Tensor | None = None, bf16: bool = False) -> dict[str, torch.Tensor]:
     """bpp + lambda(q) * D. D is latent MSE (optionally weighted per channel), or (with the
     frozen VAE decoder) pixel MSE against the VAE's own reconstruction plus latent_weight *
-    latent MSE."""
+    latent MSE. bf16 runs only the VAE decoder in bfloat16; rates stay float32."""
     out = codec(x, q)
     pixels = x.shape[2] * x.shape[3] * 64
     bits = -(out["y_likelihoods"].log2().flatten(1).sum(1) + out["z_likelihoods"].log2().flatten(1).sum(1))
@@ -88,8 +97,8 @@ def rd_loss(codec: LatentCodec, x: torch.Tensor, q: torch.Tensor,
         dist = mse if channel_weights is None else (err * channel_weights[:, None, None]).flatten(1).mean(1)
     else:
         with torch.no_grad():
-            target = decoder(x).clamp(0, 1)  # (B, 3, 8h, 8w)
-        pix = (decoder(out["z_c"]) - target).pow(2).flatten(1).mean(1)
+            target = decode_pixels(decoder, x, bf16).clamp(0, 1)  # (B, 3, 8h, 8w)
+        pix = (decode_pixels(decoder, out["z_c"], bf16) - target).pow(2).flatten(1).mean(1)
         dist = pix + latent_weight * mse
         res["psnr"] = (-10 * torch.log10(pix.detach().clamp_min(1e-10))).mean()
     res["loss"] = (bpp + lmbda_of(q, codec.cfg) * dist).mean()
@@ -129,6 +138,17 @@ def save_checkpoint(path: Path, codec: LatentCodec, opt: torch.optim.Optimizer, 
     os.replace(tmp, path)
 
 
+def load_init_weights(path: Path, codec: LatentCodec) -> None:
+    """Start from a training checkpoint (.safetensors) or a shipped model folder."""
+    if path.is_dir():
+        from ulic.codec.store import load_model
+        state = load_model(str(path)).codec.state_dict()
+    else:
+        t = load_file(str(path))
+        state = {k[6:]: v for k, v in t.items() if k.startswith("model.")}
+    codec.load_state_dict(state, strict=True)
+
+
 def load_checkpoint(path: Path, codec: LatentCodec, opt: torch.optim.Optimizer) -> dict:
     from safetensors import safe_open
     with safe_open(str(path), "pt") as f:
@@ -166,9 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", type=str, default="{}", help="JSON overrides of CodecConfig")
-    ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from these weights: a checkpoint or a shipped model folder")
     ap.add_argument("--distortion", choices=("latent", "pixel"), default="latent",
                     help="pixel: MSE through the frozen TAEF2 decoder (slower, better PSNR)")
+    ap.add_argument("--fast-lr-scale", type=float, default=1.0,
+                    help="learning-rate factor for the hyper-latent prior and the gain vectors: few "
+                         "parameters that must move far when fine-tuning at a low learning rate")
+    ap.add_argument("--bf16", action="store_true",
+                    help="pixel distortion: run the frozen VAE decoder in bfloat16 (fast with AVX512-BF16)")
     ap.add_argument("--crop", type=int, default=CROP, help="latent crop side (x8 pixels)")
     ap.add_argument("--n-val", type=int, default=16)
     ap.add_argument("--weighted", action="store_true",
@@ -180,14 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     random.seed(args.seed)
     cfg = CodecConfig(**json.loads(args.config))
     codec = LatentCodec(cfg)
-    opt = torch.optim.Adam(codec.parameters(), lr=args.lr)
+    fast = {id(p) for p in (*codec.prior.parameters(), codec.log_zgain, codec.log_zigain,
+                            codec.log_gain, codec.log_igain)}
+    opt = torch.optim.Adam([
+        {"params": [p for p in codec.parameters() if id(p) not in fast], "lr_scale": 1.0},
+        {"params": [p for p in codec.parameters() if id(p) in fast], "lr_scale": args.fast_lr_scale},
+    ], lr=args.lr)
     ckpt = args.run / "checkpoint.safetensors"
     meta = {"step": 0, "seconds": 0.0, "config": json.loads(args.config)}
     if ckpt.exists():
         meta = load_checkpoint(ckpt, codec, opt)
     elif args.init is not None:
-        t = load_file(str(args.init))
-        codec.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")}, strict=True)
+        load_init_weights(args.init, codec)
         meta["init"] = str(args.init)
     if ckpt.exists():
         print(f"resumed at step {meta['step']}", flush=True)
@@ -197,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.distortion == "pixel" or args.weighted:
         from ulic.weights import load_vae
         decoder = load_vae().decoder
+        if args.bf16:
+            decoder = decoder.to(memory_format=torch.channels_last)
     if args.weighted and args.distortion == "latent":
         probe = [v[:, :32, :32] for v in list(train.values())[::max(1, len(train) // 4)][:4]]
         weights = channel_sensitivity(decoder, probe)
@@ -209,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     avg = {}
     while step < args.steps:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr)
+            g["lr"] = lr_at(step, args.steps, args.lr) * g["lr_scale"]
         x = crops.batch(args.batch)
-        r = rd_loss(codec, x, torch.rand(args.batch), decoder, channel_weights=weights)
+        r = rd_loss(codec, x, torch.rand(args.batch), decoder, channel_weights=weights, bf16=args.bf16)
         opt.zero_grad(set_to_none=True)
         r["loss"].backward()
         torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)

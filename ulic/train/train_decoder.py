@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from ulic.codec.store import load_model
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
+from ulic.diffusion.store import load_decoder
 from ulic.diffusion.schedule import alphas_cumprod, cdm_forward
 from ulic.train.train_codec import (LatentCrops, channel_sensitivity, load_checkpoint, lr_at,
                                     save_checkpoint, split, update_averages)
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", type=str, default="{}", help="JSON overrides of DiffusionConfig")
+    ap.add_argument("--init", type=str, default=None,
+                    help="start from the diffusion decoder in this model folder (t' is recalibrated)")
     ap.add_argument("--no-weights", action="store_true", help="uniform channel weights (no TAEF2)")
     args = ap.parse_args(argv)
 
@@ -77,14 +80,23 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     codec = load_model(args.model).codec.eval().requires_grad_(False)
-    over = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(args.config).items()}
+    config = json.loads(args.config)
+    init = load_decoder(args.init) if args.init else None
+    if args.init and init is None:
+        ap.error(f"{args.init} has no diffusion decoder (decoder.json)")
+    if init is not None:
+        config = {**init[1]["diffusion"], **config}
+    over = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     dec = DiffusionDecoder(DiffusionConfig(**over))
+    if init is not None:
+        dec.load_state_dict(init[0].state_dict(), strict=True)
     opt = torch.optim.Adam(dec.parameters(), lr=args.lr)
     a = alphas_cumprod()
     train, _ = split(load_file(str(args.latents)), n_val=6)  # the images stage 1 held out
     crops = LatentCrops(train, args.crop, args.seed)
     ckpt = args.run / "checkpoint.safetensors"
-    meta = {"step": 0, "seconds": 0.0, "config": json.loads(args.config), "kappa": args.kappa}
+    meta = {"step": 0, "seconds": 0.0, "config": config,
+            "kappa": args.kappa, **({"init": args.init} if init else {})}
     if ckpt.exists():
         meta = load_checkpoint(ckpt, dec, opt)
         print(f"resumed at step {meta['step']}", flush=True)
