@@ -62,6 +62,9 @@ def test_refit_prior_lowers_z_bits_and_init_from_model_folder(tmp_path):
     assert bits(refit) < 0.9 * before
     ref = load_model(str(folder)).codec.state_dict()  # only the prior moved
     assert all(torch.equal(v, ref[k]) for k, v in refit.state_dict().items() if not k.startswith("prior."))
+    out2 = tmp_path / "refit2.safetensors"  # from a checkpoint: its recorded (tiny) architecture
+    assert refit_prior.main(["--init", str(run / "checkpoint.safetensors"), "--latents", str(lat),
+                             "--out", str(out2), "--steps", "1", "--batch", "2", "--crop", "32"]) == 0
     for init in (folder, out):  # training starts from a shipped folder or a checkpoint
         run2 = tmp_path / f"run_{init.name}"
         assert train_codec.main(["--latents", str(lat), "--run", str(run2), "--batch", "2", "--steps", "1",

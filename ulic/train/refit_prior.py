@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from ulic.codec.model import CodecConfig, LatentCodec, interp_rows
-from ulic.train.train_codec import LatentCrops, load_init_weights, save_checkpoint, split
+from ulic.train.train_codec import (LatentCrops, init_config, load_init_weights, save_checkpoint,
+                                    split)
 
 
 def z_bits(codec: LatentCodec, z_s: torch.Tensor) -> torch.Tensor:
@@ -65,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
-    overrides = json.loads(args.config)
-    if args.init.is_dir():
-        overrides = {**json.loads((args.init / "config.json").read_text())["codec"], **overrides}
+    overrides = {**init_config(args.init), **json.loads(args.config)}
     codec = LatentCodec(CodecConfig(**overrides))
     load_init_weights(args.init, codec)
     train, _ = split(load_file(str(args.latents)), n_val=16)

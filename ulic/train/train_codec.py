@@ -138,6 +138,15 @@ def save_checkpoint(path: Path, codec: LatentCodec, opt: torch.optim.Optimizer, 
     os.replace(tmp, path)
 
 
+def init_config(path: Path) -> dict:
+    """The CodecConfig fields recorded with a training checkpoint or a shipped model folder."""
+    if path.is_dir():
+        return json.loads((path / "config.json").read_text())["codec"]
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["meta"]).get("config", {})
+
+
 def load_init_weights(path: Path, codec: LatentCodec) -> None:
     """Start from a training checkpoint (.safetensors) or a shipped model folder."""
     if path.is_dir():
