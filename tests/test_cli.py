@@ -60,6 +60,7 @@ def test_errors_are_one_line(tmp_path, img_path, env):
     one_line_error(ulic("compress", tmp_path, env_extra=env))
     one_line_error(ulic("compress", img_path, "--quality", 101, env_extra=env))
     one_line_error(ulic("compress", img_path, "--max-bytes", 3, env_extra=env))
+    one_line_error(ulic("compress", img_path, "--optimize", -1, env_extra=env))
     one_line_error(ulic("decompress", tmp_path / "junk.ulic", env_extra=env))
     one_line_error(ulic("decompress", tmp_path / "missing.ulic", env_extra=env))
     one_line_error(ulic("info", tmp_path / "junk.ulic", env_extra=env))

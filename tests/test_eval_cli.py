@@ -151,3 +151,13 @@ def test_compare_half_rate_is_minus_50_percent(tmp_path, capsys):
     a = _parser().parse_args(["eval", "--compare", "anchor", "missing", "--out", str(tmp_path)])
     with pytest.raises(UlicError, match="cannot read results"):
         a.func(a)
+
+
+def test_ulic_settings_name_the_optimisation_steps():
+    from ulic.evaluation.cli import _settings
+    from ulic.evaluation.runner import parse_ulic_setting
+    assert _settings("ulic", ["50"], "diffusion4", 20) == ["ulic:q50:o20:diffusion4"]
+    assert _settings("ulic", ["25"], "fast") == ["ulic:q25:fast"]
+    assert parse_ulic_setting("ulic:q50:o20:diffusion4") == (50.0, 20, "diffusion", 4)
+    assert parse_ulic_setting("ulic:q25:fast") == (25.0, 0, "fast", None)  # made before :o existed
+    assert parse_ulic_setting("ulic:q7.5") == (7.5, 0, None, None)

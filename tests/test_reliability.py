@@ -196,7 +196,8 @@ def test_kill_9_loses_nothing_and_leaves_no_partial_files(tiny_model_dir, photo,
     out = tmp_path / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1", ULIC_MODEL_DIR=str(tiny_model_dir))
     p = subprocess.Popen([sys.executable, "-m", "ulic.cli", "compress-dir", src, "-o", out,
-                          "--quality", "40"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          "--quality", "40", "--optimize", "2"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("*.ulic"))) < 3:
         time.sleep(0.05)
@@ -206,7 +207,8 @@ def test_kill_9_loses_nothing_and_leaves_no_partial_files(tiny_model_dir, photo,
     assert all(not f.name.startswith(".") for f in done), done  # no temporary files left
     for f in done:  # everything present is complete
         api.decode(f.read_bytes(), model=_load(tiny_model_dir))
-    r = _cli("compress-dir", src, "-o", out, "--quality", "40", env={"ULIC_MODEL_DIR": str(tiny_model_dir)})
+    r = _cli("compress-dir", src, "-o", out, "--quality", "40", "--optimize", "2",
+             env={"ULIC_MODEL_DIR": str(tiny_model_dir)})
     assert r.returncode == 0, r.stderr
     assert f"{12 - len(done)} done, {len(done)} skipped, 0 failed" in r.stderr
     assert len(list(out.glob("*.ulic"))) == 12

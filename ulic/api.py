@@ -1,7 +1,8 @@
 """Image <-> .ulic bytes: the whole pipeline, and rate control over the quality byte.
 
     image (1, 3, H, W) --pad to x128--> TAEF2 encoder --> latent (1, 32, Hp/8, Wp/8)
-      --> LatentCodec.compress --> entropy-coded section --> container bytes
+      --> LatentCodec.analyse --> y, z --(optional: tuned for this image, codec.optimize)-->
+      LatentCodec.compress_latents --> entropy-coded section --> container bytes
     container bytes --> LatentCodec.decompress --> z_c --> DRM (fast) or CDM sampler (diffusion)
       --crop--> TAEF2 decoder --crop--> image
 """
@@ -19,6 +20,7 @@ from PIL import Image
 
 from ulic import bitstream
 from ulic.codec.model import Q_STEPS
+from ulic.codec.optimize import optimize_latents
 from ulic.codec.store import LoadedModel, load_model
 from ulic.errors import BitstreamError, UlicError
 from ulic.imageio import load_image, max_pixels, to_pil
@@ -58,20 +60,22 @@ def encode_latent(x: torch.Tensor, model: LoadedModel) -> torch.Tensor:
     h, w = x.shape[2:]
     hp, wp = _padded(h, w, model.codec.cfg.downsample)
     xp = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else x
+    vae = load_vae()  # built outside inference mode: the encoder-time optimiser needs its grads
     with torch.inference_mode():
-        return load_vae().encode(xp)
+        return vae.encode(xp)
 
 
 class _Coder:
-    """Codes one latent at any q byte, memoising results for rate search."""
+    """Codes one image's y and z (before gains) at any q byte, memoising results for rate
+    search."""
 
-    def __init__(self, latent: torch.Tensor, h: int, w: int, model: LoadedModel):
-        self.latent, self.h, self.w, self.model = latent, h, w, model
+    def __init__(self, y: torch.Tensor, z: torch.Tensor, h: int, w: int, model: LoadedModel):
+        self.y, self.z, self.h, self.w, self.model = y, z, h, w, model
         self.cache: dict[int, tuple[bytes, float]] = {}
 
     def __call__(self, q: int) -> tuple[bytes, float]:
         if q not in self.cache:
-            payload, bits = self.model.codec.compress(self.latent, q)
+            payload, bits = self.model.codec.compress_latents(self.y, self.z, q)
             c = bitstream.Container(self.h, self.w, q, self.model.model_id, [payload])
             self.cache[q] = (c.to_bytes(self.model.fingerprint), bits)
         return self.cache[q]
@@ -114,12 +118,26 @@ def _search_bytes(coder: _Coder, max_bytes: int) -> int:
     return lo
 
 
+def _pick_q(coder: _Coder, quality: float | None, bpp: float | None, max_bytes: int | None) -> int:
+    if bpp is not None:
+        return _search_bpp(coder, bpp)
+    if max_bytes is not None:
+        return _search_bytes(coder, max_bytes)
+    return quality_to_byte(50.0 if quality is None else quality)
+
+
 def encode(image, quality: float | None = None, bpp: float | None = None,
-           max_bytes: int | None = None, model: LoadedModel | None = None) -> EncodeResult:
+           max_bytes: int | None = None, model: LoadedModel | None = None,
+           optimize: int = 0) -> EncodeResult:
     """Compress an image (path, bytes, PIL image or uint8 array). Give at most one of
-    quality (0..100), bpp (target bits per pixel, +-3%) or max_bytes (largest file that fits)."""
+    quality (0..100), bpp (target bits per pixel, +-3%) or max_bytes (largest file that fits).
+    optimize: encode-time optimisation steps for this image (0: off, the default; 20: the
+    fidelity mode, see `ulic.codec.optimize`); with bpp or max_bytes the rate search runs
+    again on the tuned latents."""
     if sum(v is not None for v in (quality, bpp, max_bytes)) > 1:
         raise UlicError("give only one of quality, bpp and max_bytes")
+    if not (isinstance(optimize, int) and 0 <= optimize <= 1000):
+        raise UlicError(f"optimize must be a whole number of steps in 0..1000, got {optimize!r}")
     if bpp is not None and not (math.isfinite(bpp) and bpp > 0):
         raise UlicError(f"bpp must be a positive number, got {bpp}")
     if max_bytes is not None and max_bytes <= 0:
@@ -132,26 +150,33 @@ def encode(image, quality: float | None = None, bpp: float | None = None,
     t1 = time.perf_counter()
     latent = encode_latent(x, model)
     t2 = time.perf_counter()
-    coder = _Coder(latent, h, w, model)
+    coder = _Coder(*model.codec.analyse(latent), h, w, model)
+    q = _pick_q(coder, quality, bpp, max_bytes)
+    t3 = time.perf_counter()
+    if optimize:
+        y, z = optimize_latents(model.codec, load_vae().decoder, x, coder.y, coder.z, q, optimize)
+        if y is not coder.y:  # tuned: the rate at q changed, so search the rate again
+            tuned = _Coder(y, z, h, w, model)
+            try:
+                coder, q = tuned, _pick_q(tuned, quality, bpp, max_bytes)
+            except UlicError:  # the target is reachable only without tuning: keep the start
+                pass
+    t4 = time.perf_counter()
+    data, bits = coder(q)
     if bpp is not None:
-        q = _search_bpp(coder, bpp)
-        got = 8 * coder.size(q) / (h * w)
+        got = 8 * len(data) / (h * w)
         if abs(got - bpp) > BPP_TOLERANCE * bpp:
             notices.append(f"closest rate is {got:.4f} bpp ({100 * (got / bpp - 1):+.1f}% off target)")
-    elif max_bytes is not None:
-        q = _search_bytes(coder, max_bytes)
-    else:
-        q = quality_to_byte(50.0 if quality is None else quality)
-    data, bits = coder(q)
-    t3 = time.perf_counter()
-    return EncodeResult(data, q, h, w, bits, {"read": t1 - t0, "vae_encode": t2 - t1,
-                                               "latent_codec": t3 - t2, "total": t3 - t0}, notices)
+    t5 = time.perf_counter()
+    return EncodeResult(data, q, h, w, bits, {
+        "read": t1 - t0, "vae_encode": t2 - t1, "latent_codec": (t3 - t2) + (t5 - t4),
+        "optimize": t4 - t3, "total": t5 - t0}, notices)
 
 
 def compress(image, quality: float | None = None, bpp: float | None = None,
-             max_bytes: int | None = None) -> bytes:
+             max_bytes: int | None = None, optimize: int = 0) -> bytes:
     """Compress an image to .ulic bytes."""
-    return encode(image, quality, bpp, max_bytes).data
+    return encode(image, quality, bpp, max_bytes, optimize=optimize).data
 
 
 @dataclass
@@ -210,8 +235,9 @@ def decode(data: bytes, model: LoadedModel | None = None, decoder: str | None = 
     latent, used, k = _refine(z_c, c.quality, model, decoder, steps, data)
     latent = latent[:, :, : -(-c.height // 8), : -(-c.width // 8)]
     t2 = time.perf_counter()
+    vae = load_vae()
     with torch.inference_mode():
-        img = load_vae().decode(latent)[:, :, : c.height, : c.width]
+        img = vae.decode(latent)[:, :, : c.height, : c.width]
     t3 = time.perf_counter()
     return DecodeResult(img, latent, c, {"entropy_and_synthesis": t1 - t0, "refine": t2 - t1,
                                          "vae_decode": t3 - t2, "total": t3 - t0}, used, k)

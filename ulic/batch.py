@@ -85,8 +85,9 @@ def _run(pairs: list[tuple[Path, Path]], work: Callable[[Path, Path], tuple[int,
 
 def compress_dir(in_dir: Path, out_dir: Path, quality: float | None = None, bpp: float | None = None,
                  max_bytes: int | None = None, overwrite: bool = False,
-                 log: Callable[[str], None] = print) -> BatchSummary:
-    """Compress every image under in_dir to out_dir/<same relative path>.ulic."""
+                 log: Callable[[str], None] = print, optimize: int = 0) -> BatchSummary:
+    """Compress every image under in_dir to out_dir/<same relative path>.ulic (optimize:
+    encode-time optimisation steps, see `ulic.api.encode`)."""
     from ulic.api import encode
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     pairs = [(p, out_dir / p.relative_to(in_dir).with_suffix(".ulic"))
@@ -95,7 +96,7 @@ def compress_dir(in_dir: Path, out_dir: Path, quality: float | None = None, bpp:
     remove_stale_temps(out_dir)
 
     def work(src: Path, dst: Path) -> tuple[int, int]:
-        r = encode(src, quality=quality, bpp=bpp, max_bytes=max_bytes)
+        r = encode(src, quality=quality, bpp=bpp, max_bytes=max_bytes, optimize=optimize)
         for n in r.notices:
             log(f"{src}: notice: {n}")
         save_atomic(r.data, dst)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ulic import api
+from ulic.codec.optimize import FIDELITY_STEPS
 from ulic.codec.store import load_model
 from ulic.imageio import load_image
 from ulic.train.latents import list_images
@@ -37,10 +38,19 @@ def _ms_ssim(a: torch.Tensor, b: torch.Tensor) -> float | None:
     return float(ms_ssim(a, b))
 
 
+_PEAK_KB = ("def peak_kb():\n"
+            "    try:\n"  # VmHWM: this process's own peak (Linux)
+            "        return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n"
+            "    except (OSError, IndexError):\n"  # ru_maxrss counts a forking parent's peak too
+            "        import resource; return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n")
+
+
 def peak_rss_mb(args: list[str]) -> tuple[float, float]:
-    """Run `python -m ulic.cli ARGS` in a child; return (its peak RSS in MB, seconds)."""
-    code = ("import resource, sys; from ulic.cli import main; rc = main(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+    """Run `python -m ulic.cli ARGS` in a child; return (its own peak RSS in MB, seconds).
+    The child reads its VmHWM: on Linux ru_maxrss survives fork + exec, so a child of a large
+    benchmark process would report the parent's peak."""
+    code = (_PEAK_KB + "import sys; from ulic.cli import main; rc = main(sys.argv[1:]); "
+            "print(peak_kb(), file=sys.stderr); sys.exit(rc)")
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True)
     return int(r.stderr.strip().splitlines()[-1]) / 1024, time.perf_counter() - t
@@ -89,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--qualities", type=float, nargs="+", default=[0, 15, 30, 45, 60, 80, 100])
     ap.add_argument("--target-bpp", type=float, default=0.03)
+    ap.add_argument("--optimize", type=int, default=FIDELITY_STEPS,
+                    help="encode-time optimisation steps for the --target-bpp files (those files "
+                         "are also measured without it); the --qualities rows never use it")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images")
     ap.add_argument("--vae-only", action="store_true", help="only measure the TAEF2 round trip")
     args = ap.parse_args(argv)
@@ -120,10 +133,14 @@ def main(argv: list[str] | None = None) -> int:
                          "payload_bytes": len(payload),
                          "psnr": api.psnr(x, d.image), "ms_ssim": _ms_ssim(x, d.image),
                          "encode_s": enc_s, "decode_s": d.seconds["total"]})
-        r = api.encode(path, bpp=args.target_bpp, model=model)
+        r0 = api.encode(path, bpp=args.target_bpp, model=model, optimize=0)
+        t1 = time.perf_counter()
+        r = api.encode(path, bpp=args.target_bpp, model=model, optimize=args.optimize)
         targets.append({"image": path.name, "bpp": r.bpp, "q_byte": r.quality,
                         "rel_error": r.bpp / args.target_bpp - 1,
-                        "psnr": api.psnr(x, api.decode(r.data, model, decoder="mse").image)})
+                        "psnr": api.psnr(x, api.decode(r.data, model, decoder="mse").image),
+                        "encode_s": time.perf_counter() - t1, "bpp_no_optimize": r0.bpp,
+                        "psnr_no_optimize": api.psnr(x, api.decode(r0.data, model, decoder="mse").image)})
         print(f"[{i + 1}/{len(paths)}] {path.name} target {r.bpp:.4f} bpp", file=sys.stderr, flush=True)
     summary = []
     for qual in args.qualities:
@@ -140,18 +157,25 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         enc_mb, enc_wall = peak_rss_mb(["compress", str(first), "-o", f"{tmp}/a.ulic", "--quality", "50"])
         dec_mb, dec_wall = peak_rss_mb(["decompress", f"{tmp}/a.ulic", "-o", f"{tmp}/a.png"])
+        opt_mb, opt_wall = peak_rss_mb(["compress", str(first), "-o", f"{tmp}/b.ulic", "--quality", "50",
+                                        "--optimize", str(args.optimize)])
         threads = thread_check(Path(f"{tmp}/a.ulic").read_bytes())
     doc = {"name": "ulic " + model.config["name"], "model_sha256": model.config["weights_sha256"],
            "images": len(paths), "machine": f"{platform.machine()} {os.cpu_count()} cpus",
            "torch_threads": torch.get_num_threads(), "summary": summary,
-           "target_bpp": {"target": args.target_bpp,
+           "target_bpp": {"target": args.target_bpp, "optimize_steps": args.optimize,
                           "max_abs_rel_error": max(abs(t["rel_error"]) for t in targets),
                           "within_3pct": sum(abs(t["rel_error"]) <= 0.03 for t in targets),
                           "bpp": sum(t["bpp"] for t in targets) / len(targets),
                           "psnr": sum(t["psnr"] for t in targets) / len(targets),
+                          "encode_s": sum(t["encode_s"] for t in targets) / len(targets),
+                          "bpp_no_optimize": sum(t["bpp_no_optimize"] for t in targets) / len(targets),
+                          "psnr_no_optimize": sum(t["psnr_no_optimize"] for t in targets) / len(targets),
                           "rows": targets},
            "memory": {"image": first.name, "compress_peak_rss_mb": enc_mb, "compress_wall_s": enc_wall,
-                      "decompress_peak_rss_mb": dec_mb, "decompress_wall_s": dec_wall},
+                      "decompress_peak_rss_mb": dec_mb, "decompress_wall_s": dec_wall,
+                      "optimize_steps": args.optimize, "compress_optimize_peak_rss_mb": opt_mb,
+                      "compress_optimize_wall_s": opt_wall},
            "threads_1_vs_2": threads, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")

@@ -4,7 +4,7 @@ and tiled vs one-pass VAE on an image where both fit.
     python -m ulic.bench_large --image kodim23.png --out results/large.json [--sizes 768x512 ...]
 
 Test images are a photo resized (Lanczos) to each size. Each command runs in a child process
-whose own peak RSS (ru_maxrss) is reported.
+whose own peak RSS (VmHWM) is reported.
 """
 from __future__ import annotations
 
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--sizes", nargs="+", default=["768x512", "2048x2048", "4096x4096"])
     ap.add_argument("--quality", type=float, default=50)
+    ap.add_argument("--optimize", type=int, default=0,
+                    help="encode-time optimisation steps of the compress runs (default 0: its time "
+                         "grows with the image; its memory is bounded by the decoder's tiles)")
     ap.add_argument("--compare-size", default="1536x1024", help="size for tiled vs one pass")
     args = ap.parse_args(argv)
     src = Image.open(args.image).convert("RGB")
@@ -78,14 +81,15 @@ def main(argv: list[str] | None = None) -> int:
             p = Path(tmp) / f"{s}.png"
             src.resize((w, h), Image.Resampling.LANCZOS).save(p)
             enc_mb, enc_s = peak_rss_mb(["compress", str(p), "-o", f"{tmp}/{s}.ulic", "--quality",
-                                         str(args.quality)])
+                                         str(args.quality), "--optimize", str(args.optimize)])
             dec_mb, dec_s = peak_rss_mb(["decompress", f"{tmp}/{s}.ulic", "-o", f"{tmp}/{s}.out.png"])
             n = Path(f"{tmp}/{s}.ulic").stat().st_size
             rows.append({"size": s, "bytes": n, "bpp": 8 * n / (w * h),
                          "compress_peak_rss_mb": round(enc_mb, 1), "compress_s": round(enc_s, 2),
                          "decompress_peak_rss_mb": round(dec_mb, 1), "decompress_s": round(dec_s, 2)})
             print(json.dumps(rows[-1]), flush=True)
-    doc = {"image": args.image.name, "threads": torch.get_num_threads(), "sizes": rows,
+    doc = {"image": args.image.name, "threads": torch.get_num_threads(),
+           "optimize_steps": args.optimize, "sizes": rows,
            "tiled_vs_one_pass": tiled_vs_one_pass(args.image, _size(args.compare_size))}
     print(json.dumps(doc["tiled_vs_one_pass"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ def _threads(n: int | None) -> None:
 def cmd_compress(a: argparse.Namespace) -> int:
     from ulic.api import encode
     from ulic.imageio import save_atomic
-    r = encode(a.input, quality=a.quality, bpp=a.bpp, max_bytes=a.max_bytes)
+    r = encode(a.input, quality=a.quality, bpp=a.bpp, max_bytes=a.max_bytes, optimize=a.optimize)
     for n in r.notices:
         print(f"ulic: notice: {n}", file=sys.stderr)
     out = a.output or Path(a.input).with_suffix(".ulic")
@@ -72,7 +72,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from ulic.imageio import load_image, save_atomic, to_pil
     image = a.input or _default_example()
     t0 = time.perf_counter()
-    r = encode(image, quality=a.quality, bpp=a.bpp)
+    r = encode(image, quality=a.quality, bpp=a.bpp, optimize=a.optimize)
     t1 = time.perf_counter()
     d = decode(r.data)
     t2 = time.perf_counter()
@@ -99,7 +99,7 @@ def _default_example() -> Path:
 def cmd_compress_dir(a: argparse.Namespace) -> int:
     from ulic.batch import compress_dir, print_summary
     return print_summary(compress_dir(Path(a.input), Path(a.output), a.quality, a.bpp, a.max_bytes,
-                                      a.overwrite, log=_quiet_log(a.quiet)))
+                                      a.overwrite, log=_quiet_log(a.quiet), optimize=a.optimize))
 
 
 def cmd_decompress_dir(a: argparse.Namespace) -> int:
@@ -117,6 +117,14 @@ def cmd_train_codec(a: argparse.Namespace) -> int:
     return main(a.rest)
 
 
+def _add_optimize(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--optimize", type=int, default=0, metavar="N",
+                        help="encode-time optimisation steps for each image (fidelity mode): 20 gives "
+                             "about +0.6 dB PSNR at the same bytes but slightly worse LPIPS/DISTS "
+                             "with the diffusion decoder; about 1.5 s per step for 768x512 on 2 "
+                             "cores (default 0: off)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ulic", description="Learned image codec for ultra-low bitrates.")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -129,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quality", type=float, help="0..100 (default 50)")
     g.add_argument("--bpp", type=float, help="target bits per pixel (within +-3%%)")
     g.add_argument("--max-bytes", type=int, help="largest file not above N bytes")
+    _add_optimize(c)
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser("decompress", help=".ulic -> image (PNG)")
@@ -147,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     gd.add_argument("--quality", type=float, help="0..100 (default 50)")
     gd.add_argument("--bpp", type=float, help="target bits per pixel (within +-3%%)")
     gd.add_argument("--max-bytes", type=int, help="largest file not above N bytes")
+    _add_optimize(cd)
     cd.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
     cd.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary")
     cd.set_defaults(func=cmd_compress_dir)
@@ -168,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     gm = m.add_mutually_exclusive_group()
     gm.add_argument("--quality", type=float)
     gm.add_argument("--bpp", type=float, default=None)
+    _add_optimize(m)
     m.set_defaults(func=cmd_demo)
 
     from ulic.evaluation.cli import add_eval_parser

@@ -152,11 +152,22 @@ class LatentCodec(nn.Module):
         return mean_s, idx.clamp(0, self.cfg.n_scales - 1).long()
 
     @torch.no_grad()
+    def analyse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (1, 32, h, w) -> y (1, M, h/4, w/4) and z (1, Cz, h/16, w/16), before any gain:
+        what `compress_latents` codes at any q byte (and what encode-time optimisation tunes)."""
+        y = self.g_a(x)
+        return y, self.h_a(y)
+
+    @torch.no_grad()
     def compress(self, x: torch.Tensor, q_byte: int) -> tuple[bytes, float]:
         """x (1, 32, h, w) with h, w multiples of 16 -> (bytes, model's estimated bits)."""
+        return self.compress_latents(*self.analyse(x), q_byte)
+
+    @torch.no_grad()
+    def compress_latents(self, y: torch.Tensor, z: torch.Tensor, q_byte: int) -> tuple[bytes, float]:
+        """y, z from `analyse` (or tuned) -> (bytes, model's estimated bits) at q byte q_byte."""
         st, cfg = self._state(), self.cfg
-        y = self.g_a(x)
-        z_s = self.h_a(y) * st.zgain[q_byte].float()[None, :, None, None]
+        z_s = z * st.zgain[q_byte].float()[None, :, None, None]
         z_hat = torch.round(z_s).clamp(-cfg.radius_z, cfg.radius_z).long()
         mean_s, idx = self._entropy_params(z_hat, q_byte)
         y_s = y.double() * st.gain[q_byte].double()[None, :, None, None]

@@ -36,6 +36,9 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--decoder", choices=("mse", "fast", "diffusion"), default=None,
                    help="ulic only: decoder to use (default: the model's default)")
     p.add_argument("--steps", type=int, default=None, help="ulic only: diffusion steps")
+    p.add_argument("--optimize", type=int, default=0, metavar="N",
+                   help="ulic only: encode-time optimisation steps (default 0, as `ulic compress`); "
+                        "settings name them as :oN, a setting without :o was encoded without")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (for quick checks)")
     p.add_argument("--report", action="store_true", help="(re)build plots, BD-rate table and HTML report "
@@ -48,7 +51,8 @@ def add_eval_parser(subparsers) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def _settings(codec: str, given: list[str] | None, decoder: str | None = None) -> list[str]:
+def _settings(codec: str, given: list[str] | None, decoder: str | None = None,
+              optimize: int = 0) -> list[str]:
     from ulic.evaluation.baselines import default_settings, parse_setting
     if codec == "ulic":
         qs = given if given else [str(q) for q in DEFAULT_ULIC_QUALITIES]
@@ -61,7 +65,8 @@ def _settings(codec: str, given: list[str] | None, decoder: str | None = None) -
                 raise UlicError(f"ulic setting {q!r} is not a quality value 0..100") from None
             if not 0 <= v <= 100:
                 raise UlicError(f"ulic quality {v:g} outside 0..100")
-            out.append(f"ulic:q{v:g}" + (f":{decoder}" if decoder else ""))
+            out.append(f"ulic:q{v:g}" + (f":o{optimize}" if optimize else "")
+                       + (f":{decoder}" if decoder else ""))
         return out
     if not given:
         return default_settings(codec)
@@ -86,6 +91,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
         raise UlicError("--workers must be at least 1")
     if not a.codec and not a.report and not a.compare:
         raise UlicError("nothing to do: give --codec (and --data), --report and/or --compare")
+    optimize = a.optimize
+    if not 0 <= optimize <= 1000:
+        raise UlicError(f"--optimize must be in 0..1000, got {optimize}")
     out = Path(a.out)
     if a.codec:
         if not a.data:
@@ -96,7 +104,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
             decoder = None
             if codec == "ulic" and a.decoder:
                 decoder = a.decoder + (str(a.steps) if a.decoder == "diffusion" and a.steps else "")
-            settings = _settings(codec, a.settings, decoder)
+            settings = _settings(codec, a.settings, decoder, optimize)
             if not settings:
                 raise UlicError(f"no settings given for codec {codec}")
             cache = a.cache
@@ -110,7 +118,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
                 cache = str(Path(a.cache) / f"ulic-model-{tag}")
             fid_settings = set(settings)
             if a.fid_settings is not None:
-                fid_settings = set(_settings(codec, a.fid_settings, decoder))
+                fid_settings = set(_settings(codec, a.fid_settings, decoder, optimize))
                 if not fid_settings <= set(settings):
                     raise UlicError("--fid-settings must be a subset of --settings")
             items = [runner.Item(str(img), codec, s, name, metrics, cache) for s in settings for img in images]

@@ -62,16 +62,26 @@ def to_tensor(a: np.ndarray):
     return torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255
 
 
+def parse_ulic_setting(setting: str) -> tuple[float, int, str | None, int | None]:
+    """"ulic:q<quality>[:o<optimize steps>][:mse|:fast|:diffusion<steps>]" -> (quality,
+    optimize steps, decoder, diffusion steps). No ":o" part means no optimisation."""
+    parts = setting.split(":")
+    decoder, steps, optimize = None, None, 0
+    for part in parts[2:]:
+        if part[:1] == "o" and part[1:].isdigit():
+            optimize = int(part[1:])
+        else:
+            decoder = part.rstrip("0123456789")
+            steps = int(part[len(decoder):]) if part[len(decoder):] else None
+    return float(parts[1][1:]), optimize, decoder, steps
+
+
 def code_image(item: Item) -> tuple[np.ndarray, int]:
     """(reconstruction (H, W, 3) uint8, bytes) of one item."""
-    if item.codec == "ulic":  # setting "ulic:q<quality>[:fast|:diffusion<steps>]"
+    if item.codec == "ulic":
         from ulic.api import decode, encode
-        parts = item.setting.split(":")
-        decoder, steps = None, None
-        if len(parts) > 2:
-            decoder = parts[2].rstrip("0123456789")
-            steps = int(parts[2][len(decoder):]) if parts[2][len(decoder):] else None
-        r = encode(item.image, quality=float(parts[1][1:]))
+        quality, optimize, decoder, steps = parse_ulic_setting(item.setting)
+        r = encode(item.image, quality=quality, optimize=optimize)
         rec = decode(r.data, decoder=decoder, steps=steps).image
         a = (rec[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         return a, len(r.data)

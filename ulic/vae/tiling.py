@@ -26,20 +26,26 @@ def _spans(n: int, tile: int) -> list[tuple[int, int]]:
     return [(a, min(a + tile, n)) for a in range(0, n, tile)]
 
 
+def tiles(h: int, w: int, tile: int, halo: int):
+    """Cover an (h, w) map with tiles: yields (inner, outer) boxes (y0, y1, x0, x1), the
+    region a tile keeps and the region (inner plus halo, within the map) it reads."""
+    for y0, y1 in _spans(h, tile):
+        for x0, x1 in _spans(w, tile):
+            yield (y0, y1, x0, x1), (max(0, y0 - halo), min(h, y1 + halo),
+                                     max(0, x0 - halo), min(w, x1 + halo))
+
+
 def _tiled(fn: nn.Module, x: torch.Tensor, out_scale: float, tile: int, halo: int,
            out_channels: int) -> torch.Tensor:
     """Apply a local network fn (input side / output side = 1 / out_scale) tile by tile.
     tile and halo are in input positions; tile * out_scale and halo * out_scale are integers."""
     _, _, h, w = x.shape
-    out = torch.empty(1, out_channels, round(h * out_scale), round(w * out_scale), dtype=x.dtype)
-    for y0, y1 in _spans(h, tile):
-        for x0, x1 in _spans(w, tile):
-            ya, xa = max(0, y0 - halo), max(0, x0 - halo)
-            yb, xb = min(h, y1 + halo), min(w, x1 + halo)
-            part = fn(x[:, :, ya:yb, xa:xb])
-            s = out_scale
-            out[:, :, round(y0 * s):round(y1 * s), round(x0 * s):round(x1 * s)] = part[
-                :, :, round((y0 - ya) * s):round((y1 - ya) * s), round((x0 - xa) * s):round((x1 - xa) * s)]
+    s = out_scale
+    out = torch.empty(1, out_channels, round(h * s), round(w * s), dtype=x.dtype)
+    for (y0, y1, x0, x1), (ya, yb, xa, xb) in tiles(h, w, tile, halo):
+        part = fn(x[:, :, ya:yb, xa:xb])
+        out[:, :, round(y0 * s):round(y1 * s), round(x0 * s):round(x1 * s)] = part[
+            :, :, round((y0 - ya) * s):round((y1 - ya) * s), round((x0 - xa) * s):round((x1 - xa) * s)]
     return out
 
 
