@@ -121,7 +121,7 @@ def _add_optimize(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimize", type=int, default=0, metavar="N",
                         help="encode-time optimisation steps for each image (fidelity mode): 20 gives "
                              "about +0.6 dB PSNR at the same bytes but slightly worse LPIPS/DISTS "
-                             "with the diffusion decoder; about 1.5 s per step for 768x512 on 2 "
+                             "with the diffusion decoder; about 1.6 s per step for 768x512 on 2 "
                              "cores (default 0: off)")
 
 
