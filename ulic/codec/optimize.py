@@ -101,8 +101,8 @@ def optimize_latents(codec: LatentCodec, decoder: torch.nn.Sequential, image: to
             z_c = codec.g_s(y_hat * ig)[:, :, :lh, :lw]  # (1, 32, ceil(H/8), ceil(W/8))
             sse, grad = pixel_sse_grad(decoder, z_c, image, bf16)
             loss = bits.item() / pixels + lam * sse / (3 * pixels)  # of y_t, z_t as they are
-            if loss < best[0]:
-                best = (loss, y_t.detach().clone(), z_t.detach().clone())
+            if loss < best[0]:  # the start is kept as the given tensors themselves
+                best = (loss, y, z) if i == 0 else (loss, y_t.detach().clone(), z_t.detach().clone())
             if i == iterations:
                 break
             for group in opt.param_groups:
