@@ -25,6 +25,8 @@ def test_tiled_pixel_gradient_equals_one_pass():
     ref_sse.backward()
     assert sse == pytest.approx(ref_sse.item(), rel=1e-5)
     torch.testing.assert_close(grad, ref.grad, rtol=1e-4, atol=1e-6 * ref.grad.abs().max().item())
+    score_only = pixel_sse_grad(decoder, z_c, image, bf16=False, tile=64, grad=False)
+    assert score_only == (pytest.approx(sse, rel=1e-6), None)
 
 
 @needs_vae

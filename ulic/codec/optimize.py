@@ -24,6 +24,7 @@ import torch
 
 from ulic.codec.entropy_models import gaussian_likelihood
 from ulic.codec.model import Q_STEPS, ZIG_FRAC_BITS, LatentCodec, lmbda_of
+from ulic.vae.taef2 import decode_pixels
 from ulic.vae.tiling import DECODER_HALO, DECODER_SPLIT, TILE, tiles
 
 LEARNING_RATE = 0.01  # Adam step on y and z (pre-gain units), decayed to 0 by a cosine
@@ -42,30 +43,30 @@ def native_bf16() -> bool:
 
 
 def pixel_sse_grad(decoder: torch.nn.Sequential, z_c: torch.Tensor, image: torch.Tensor,
-                   bf16: bool, tile: int = TILE) -> tuple[float, torch.Tensor]:
+                   bf16: bool, tile: int = TILE, grad: bool = True
+                   ) -> tuple[float, torch.Tensor | None]:
     """Sum of squared errors of decoder(z_c) against image (1, 3, H, W), counting only pixels
-    inside the image (z_c (1, 32, ceil(H/8), ceil(W/8))), and its gradient with respect to z_c."""
+    inside the image (z_c (1, 32, ceil(H/8), ceil(W/8))), and (if grad) its gradient with
+    respect to z_c."""
     h, w = image.shape[2:]
-    z_leaf = z_c.detach().requires_grad_(True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        feats = decoder[:DECODER_SPLIT](z_leaf)  # (1, 64, h/8, w/8): GroupNorm, untiled
-    f = feats.detach().float().requires_grad_(True)
     sse = 0.0
-    t = tile // 8
-    for (y0, y1, x0, x1), (ya, yb, xa, xb) in tiles(f.shape[2], f.shape[3], t, DECODER_HALO):
-        r1, c1 = min(8 * y1, h), min(8 * x1, w)
-        if 8 * y0 >= h or 8 * x0 >= w:
-            continue  # a tile of padding only
-        part = f[:, :, ya:yb, xa:xb]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            if bf16:
-                part = part.contiguous(memory_format=torch.channels_last)
-            pix = decoder[DECODER_SPLIT:](part).float()  # (1, 3, 8(yb-ya), 8(xb-xa))
-        pix = pix[:, :, 8 * (y0 - ya):8 * (y0 - ya) + r1 - 8 * y0, 8 * (x0 - xa):8 * (x0 - xa) + c1 - 8 * x0]
-        err = (pix - image[:, :, 8 * y0:r1, 8 * x0:c1]).pow(2).sum()
-        err.backward()
-        sse += err.item()
-    feats.float().backward(f.grad)
+    with torch.set_grad_enabled(grad):
+        z_leaf = z_c.detach().requires_grad_(grad)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # GroupNorm at 1/8, untiled
+            feats = decoder[:DECODER_SPLIT](z_leaf).float()  # (1, 64, h/8, w/8)
+        f = feats.detach().requires_grad_(grad)
+        for (y0, y1, x0, x1), (ya, yb, xa, xb) in tiles(f.shape[2], f.shape[3], tile // 8, DECODER_HALO):
+            r1, c1 = min(8 * y1, h), min(8 * x1, w)
+            if 8 * y0 >= h or 8 * x0 >= w:
+                continue  # a tile of padding only
+            pix = decode_pixels(decoder[DECODER_SPLIT:], f[:, :, ya:yb, xa:xb], bf16)  # (1, 3, 8(yb-ya), 8(xb-xa))
+            pix = pix[:, :, 8 * (y0 - ya):8 * (y0 - ya) + r1 - 8 * y0, 8 * (x0 - xa):8 * (x0 - xa) + c1 - 8 * x0]
+            err = (pix - image[:, :, 8 * y0:r1, 8 * x0:c1]).pow(2).sum()
+            if grad:
+                err.backward()  # into f.grad, one tile's graph at a time
+            sse += err.item()
+        if grad:
+            feats.backward(f.grad)
     return sse, z_leaf.grad
 
 
@@ -89,7 +90,7 @@ def optimize_latents(codec: LatentCodec, decoder: torch.nn.Sequential, image: to
     opt = torch.optim.Adam([y_t, z_t], lr=lr)
     best = (math.inf, y, z)
     with torch.enable_grad():
-        for i in range(iterations + 1):  # the last pass only scores the last step
+        for i in range(iterations + 1):
             z_s = z_t * zg
             z_hat = z_s + (torch.round(z_s) - z_s).detach()  # straight-through rounding
             mean, v = codec.h_s(z_hat * zig)
@@ -99,11 +100,12 @@ def optimize_latents(codec: LatentCodec, decoder: torch.nn.Sequential, image: to
             bits = -(gaussian_likelihood(y_hat, mean_s, scale_s).log2().sum()
                      + codec.prior.likelihood(z_hat).log2().sum())
             z_c = codec.g_s(y_hat * ig)[:, :, :lh, :lw]  # (1, 32, ceil(H/8), ceil(W/8))
-            sse, grad = pixel_sse_grad(decoder, z_c, image, bf16)
+            last = i == iterations  # the last pass only scores the last step
+            sse, grad = pixel_sse_grad(decoder, z_c, image, bf16, grad=not last)
             loss = bits.item() / pixels + lam * sse / (3 * pixels)  # of y_t, z_t as they are
             if loss < best[0]:  # the start is kept as the given tensors themselves
                 best = (loss, y, z) if i == 0 else (loss, y_t.detach().clone(), z_t.detach().clone())
-            if i == iterations:
+            if last:
                 break
             for group in opt.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * i / iterations))

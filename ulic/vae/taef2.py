@@ -101,3 +101,13 @@ class TAEF2(nn.Module):
         if latent.shape[0] == 1:
             return decode_tiled(self.decoder, latent).clamp(0, 1)
         return self.decoder(latent).clamp(0, 1)
+
+
+def decode_pixels(decoder: nn.Module, latent: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """The frozen VAE decoder (or a slice of it) on a batch, for training losses and gradients:
+    optionally in bfloat16 autocast with channels_last memory (about 2.7x faster on CPUs with
+    AVX512-BF16); float32 result."""
+    if not bf16:
+        return decoder(latent)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return decoder(latent.contiguous(memory_format=torch.channels_last)).float()
