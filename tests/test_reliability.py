@@ -15,6 +15,7 @@ from PIL import Image
 
 from ulic import api, bitstream
 from ulic.errors import BitstreamError, InputImageError, UlicError
+from ulic.fuzz import make_png
 from ulic.imageio import save_atomic
 
 from conftest import needs_vae
@@ -49,32 +50,21 @@ def test_too_small(tiny_model, size):
         api.encode(png_bytes(Image.new("RGB", size)), model=tiny_model)
 
 
-def _png(width: int, height: int, bit_depth: int, colour_type: int, raw_rows: bytes) -> bytes:
-    import struct
-    import zlib
-
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
-    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw_rows))
-            + chunk(b"IEND", b""))
-
-
 def test_16_bit_rgb_png(tiny_model, photo):
     """A 48-bit RGB PNG is read as 8-bit RGB (its high bytes)."""
     a = photo[:32, :48].astype(">u2") * 257
     rows = b"".join(b"\0" + a[i].tobytes() for i in range(a.shape[0]))
-    x = api.load_image(_png(48, 32, 16, 2, rows))
+    x = api.load_image(make_png(48, 32, rows, 16, 2))
     assert x.shape == (1, 3, 32, 48)
     got = (x[0].permute(1, 2, 0) * 255).round().numpy().astype(int)
     assert np.abs(got - photo[:32, :48]).max() <= 1
-    assert api.encode(_png(48, 32, 16, 2, rows), quality=20, model=tiny_model).width == 48
+    assert api.encode(make_png(48, 32, rows, 16, 2), quality=20, model=tiny_model).width == 48
 
 
 def test_huge_header_is_refused_before_decoding(tiny_model):
     """A PNG whose header claims 100000x100000 pixels is refused without allocating them."""
     with pytest.raises(InputImageError, match="limit"):
-        api.encode(_png(100000, 100000, 8, 2, b"\0" * 100), model=tiny_model)
+        api.encode(make_png(100000, 100000, b"\0" * 100), model=tiny_model)
 
 
 # -- tiled VAE ----------------------------------------------------------------------------------
@@ -96,16 +86,44 @@ def test_fuzz_campaign_short(tiny_model, monkeypatch):
     """A short run of the campaign in ulic.fuzz: no crashes, no hangs."""
     from ulic.fuzz import run_campaign, seed_files
     monkeypatch.setenv("ULIC_MAX_PIXELS", str(256 * 256))
-    rep = run_campaign(seed_files(tiny_model, sizes=((64, 96), (130, 17))), tiny_model, n=150,
+    rep = run_campaign(seed_files(tiny_model, sizes=((64, 96), (130, 17))), tiny_model, n=120,
                        hang_s=10)
     assert rep.crashes == [] and rep.hangs == []
     assert rep.outcomes.get("image", 0) > 0 and rep.outcomes.get("BitstreamError", 0) > 0
+    assert all(rep.tried[k] == 15 for k in rep.tried)  # every kind, in turn
+    assert rep.by_kind["png"].get("InputImageError", 0) > 0
+    report = rep.as_dict()
+    assert report["max_rss_mb"] > 0 and report["inputs_per_s"] > 0
+
+
+def test_image_fuzz_kinds_are_cheap_and_never_crash(tiny_model, monkeypatch):
+    """The image kinds alone (no codec work): many inputs, some valid images among them."""
+    from ulic.fuzz import run_campaign
+    monkeypatch.setenv("ULIC_MAX_PIXELS", str(512 * 512))
+    rep = run_campaign([], tiny_model, n=600, kinds=("png", "image"))
+    assert rep.crashes == [] and rep.hangs == []
+    assert rep.by_kind["png"].get("image", 0) > 0 and rep.by_kind["image"].get("image", 0) > 0
+
+
+def test_structure_aware_mutations_keep_the_check_valid(tiny_model):
+    """`size` inputs carry a valid check, so they reach the size and length checks."""
+    import random
+
+    from ulic.fuzz import mutate_size, seed_files
+    seeds = seed_files(tiny_model, sizes=((64, 96),), qualities=(50,))
+    rng = random.Random(0)
+    for _ in range(50):
+        data = mutate_size(seeds[0], rng, tiny_model.fingerprint, 256 * 256)
+        c = bitstream.parse(data, tiny_model.fingerprint)  # the check holds
+        assert c.height >= 1 and c.width >= 1
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(max_size=300), with_magic=st.booleans())
-def test_decoder_never_crashes_on_arbitrary_bytes(tiny_model, data, with_magic):
-    raw = (bitstream.MAGIC + bytes([1, tiny_model.model_id]) + data) if with_magic else data
+@given(data=st.binary(max_size=300), lead=st.sampled_from(["", "v1", "v2"]))
+def test_decoder_never_crashes_on_arbitrary_bytes(tiny_model, data, lead):
+    prefix = {"": b"", "v1": bitstream.MAGIC + bytes([1, tiny_model.model_id]),
+              "v2": bytes([bitstream.LEAD_MAGIC | bitstream.FORMAT_VERSION])}[lead]
+    raw = prefix + data
     try:
         d = api.decode(raw, model=tiny_model)
     except BitstreamError:

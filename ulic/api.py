@@ -9,9 +9,11 @@
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +24,10 @@ from ulic import bitstream
 from ulic.codec.model import Q_STEPS
 from ulic.codec.optimize import optimize_latents
 from ulic.codec.store import LoadedModel, load_model
-from ulic.errors import BitstreamError, UlicError
+from ulic.errors import BitstreamError, InputImageError, UlicError
 from ulic.imageio import load_image, max_pixels, to_pil
+from ulic.limits import check_container_length, check_size, read_container
+from ulic.vae.tiling import decode_tiled
 from ulic.weights import load_vae
 
 BPP_TOLERANCE = 0.03
@@ -44,11 +48,36 @@ class EncodeResult:
         return 8 * len(self.data) / (self.height * self.width)
 
 
+def _is_number(v: object) -> bool:
+    """A finite real number (bool is not one)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_whole(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def quality_to_byte(quality: float) -> int:
     """--quality in [0, 100] -> q byte in [0, 255]."""
-    if not (isinstance(quality, (int, float)) and math.isfinite(quality) and 0 <= quality <= 100):
+    if not (_is_number(quality) and 0 <= quality <= 100):
         raise UlicError(f"quality must be a number in [0, 100], got {quality!r}")
     return int(round(quality / 100 * Q_STEPS))
+
+
+def check_encode_options(quality: float | None = None, bpp: float | None = None,
+                         max_bytes: int | None = None, optimize: int = 0) -> None:
+    """Raise UlicError unless the rate and optimisation options of `encode` are valid: called
+    before any work, so a bad option costs nothing."""
+    if sum(v is not None for v in (quality, bpp, max_bytes)) > 1:
+        raise UlicError("give only one of quality, bpp and max_bytes")
+    if quality is not None:
+        quality_to_byte(quality)
+    if bpp is not None and not (_is_number(bpp) and bpp > 0):
+        raise UlicError(f"bpp must be a positive number, got {bpp!r}")
+    if max_bytes is not None and not (_is_whole(max_bytes) and max_bytes > 0):
+        raise UlicError(f"max_bytes must be a positive whole number, got {max_bytes!r}")
+    if not (_is_whole(optimize) and 0 <= optimize <= 1000):
+        raise UlicError(f"optimize must be a whole number of steps in 0..1000, got {optimize!r}")
 
 
 def _padded(h: int, w: int, m: int) -> tuple[int, int]:
@@ -58,6 +87,7 @@ def _padded(h: int, w: int, m: int) -> tuple[int, int]:
 def encode_latent(x: torch.Tensor, model: LoadedModel) -> torch.Tensor:
     """(1, 3, H, W) -> padded latent (1, 32, Hp/8, Wp/8); edge-replicated padding."""
     h, w = x.shape[2:]
+    check_size(h, w, InputImageError, "image", model.codec.cfg.downsample)  # before padding
     hp, wp = _padded(h, w, model.codec.cfg.downsample)
     xp = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else x
     vae = load_vae()  # built outside inference mode: the encoder-time optimiser needs its grads
@@ -134,14 +164,7 @@ def encode(image, quality: float | None = None, bpp: float | None = None,
     optimize: encode-time optimisation steps for this image (0: off, the default; 20: the
     fidelity mode, see `ulic.codec.optimize`); with bpp or max_bytes the rate search runs
     again on the tuned latents."""
-    if sum(v is not None for v in (quality, bpp, max_bytes)) > 1:
-        raise UlicError("give only one of quality, bpp and max_bytes")
-    if not (isinstance(optimize, int) and 0 <= optimize <= 1000):
-        raise UlicError(f"optimize must be a whole number of steps in 0..1000, got {optimize!r}")
-    if bpp is not None and not (math.isfinite(bpp) and bpp > 0):
-        raise UlicError(f"bpp must be a positive number, got {bpp}")
-    if max_bytes is not None and max_bytes <= 0:
-        raise UlicError(f"max_bytes must be positive, got {max_bytes}")
+    check_encode_options(quality, bpp, max_bytes, optimize)
     model = model or load_model()
     notices: list[str] = []
     t0 = time.perf_counter()
@@ -192,71 +215,85 @@ class DecodeResult:
 DECODERS = ("mse", "fast", "diffusion")
 
 
-def _refine(z_c: torch.Tensor, q_byte: int, model: LoadedModel, decoder: str | None,
-            steps: int | None, data: bytes) -> tuple[torch.Tensor, str, int]:
-    """Apply the stage-2 decoder to z_c: `mse` keeps the stage-1 latent z_c itself (highest
-    PSNR, blurriest), `fast` is the DRM's coarse latent, `diffusion` runs the CDM sampler. A
-    model without a stage-2 decoder decodes z_c itself (`mse`, also answered for `fast`)."""
-    from ulic.diffusion.decode import refine, seed_from_bytes
-    from ulic.diffusion.store import load_decoder
+def check_decode_options(decoder: str | None = None, steps: int | None = None,
+                         realism: float | None = None) -> None:
+    """Raise UlicError unless the options of `decode` are valid: called before any work."""
     if decoder is not None and decoder not in DECODERS:
         raise UlicError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
-    if steps is not None and not 1 <= steps <= 50:
-        raise UlicError(f"steps must be between 1 and 50, got {steps}")
+    if steps is not None and not (_is_whole(steps) and 1 <= steps <= 50):
+        raise UlicError(f"steps must be a whole number between 1 and 50, got {steps!r}")
+    if realism is not None and not (_is_number(realism) and 0 <= realism <= 1):
+        raise UlicError(f"realism must be a number between 0 and 1, got {realism!r}")
+
+
+def _refine(z_c: torch.Tensor, q_byte: int, model: LoadedModel, decoder: str | None,
+            steps: int | None, data: bytes, realism: float | None = None) -> tuple[torch.Tensor, str, int, Any]:
+    """Apply the stage-2/3 decoder to z_c: `mse` keeps the stage-1 latent z_c itself (highest
+    PSNR, blurriest), `fast` is the DRM's coarse latent, `diffusion` runs the CDM sampler. A
+    model without a stage-2 decoder decodes z_c itself (`mse`, also answered for `fast`).
+    Returns (latent, decoder, steps, pixel decoder or None for the frozen TAEF2 decoder)."""
+    from ulic.diffusion.decode import refine, seed_from_bytes
+    from ulic.diffusion.store import load_decoder
     if decoder == "mse":
-        return z_c, "mse", 0
+        return z_c, "mse", 0, None
     loaded = load_decoder(str(model.folder)) if model.folder is not None else None
     if loaded is None:
         if decoder == "diffusion":
             raise UlicError("this model has no diffusion decoder (decoder.json is missing)")
-        return z_c, "fast", 0
+        return z_c, "fast", 0, None
     dec, cfg = loaded
     decoder = decoder or cfg.get("default_decoder", "fast")
     k = 0 if decoder == "fast" else (steps or int(cfg.get("default_steps", 4)))
-    return refine(dec, z_c, q_byte, k, seed_from_bytes(data)), decoder, k
+    r = None
+    if dec.cfg.realism:
+        r = float(cfg.get("default_realism", 1.0)) if realism is None else float(realism)
+    latent = refine(dec, z_c, q_byte, k, seed_from_bytes(data), r)
+    pixel = dec.pixel.with_realism(r if r is not None else 0.0) if dec.pixel is not None else None
+    return latent, decoder, k, pixel
 
 
 def decode(data: bytes, model: LoadedModel | None = None, decoder: str | None = None,
-           steps: int | None = None) -> DecodeResult:
+           steps: int | None = None, realism: float | None = None) -> DecodeResult:
     """Decode .ulic bytes into an image tensor, with per-stage times. decoder: "fast" or
     "diffusion" (default: the model's choice) or "mse" (the stage-1 latent, no refinement);
-    steps: diffusion steps (default 4)."""
-    if not isinstance(data, (bytes, bytearray)):
-        raise BitstreamError("decompress needs the file's bytes")
+    steps: diffusion steps (default 4); realism: 0 (fidelity) .. 1 (realism), for models
+    trained with it (default: the model's choice)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"decompress needs the file's bytes, got {type(data).__name__}")
+    check_decode_options(decoder, steps, realism)
     data = bytes(data)
     model = model or load_model()
     t0 = time.perf_counter()
+    check_container_length(data, model.codec)  # size limits and length, before the check and parse
     c = bitstream.parse(data, model.fingerprint, max_pixels())
     if len(c.sections) != 1:
         raise BitstreamError(f"this ulic version expects 1 section, the file has {len(c.sections)}")
     hp, wp = _padded(c.height, c.width, model.codec.cfg.downsample)
     z_c = model.codec.decompress(c.sections[0], (hp // 8, wp // 8), c.quality)
     t1 = time.perf_counter()
-    latent, used, k = _refine(z_c, c.quality, model, decoder, steps, data)
+    latent, used, k, pixel = _refine(z_c, c.quality, model, decoder, steps, data, realism)
     latent = latent[:, :, : -(-c.height // 8), : -(-c.width // 8)]
     t2 = time.perf_counter()
-    vae = load_vae()
     with torch.inference_mode():
-        img = vae.decode(latent)[:, :, : c.height, : c.width]
+        if pixel is None:
+            img = load_vae().decode(latent)[:, :, : c.height, : c.width]
+        else:
+            img = decode_tiled(pixel, latent).clamp(0, 1)[:, :, : c.height, : c.width]
     t3 = time.perf_counter()
     return DecodeResult(img, latent, c, {"entropy_and_synthesis": t1 - t0, "refine": t2 - t1,
                                          "vae_decode": t3 - t2, "total": t3 - t0}, used, k)
 
 
-def decompress(data: bytes, decoder: str | None = None, steps: int | None = None) -> Image.Image:
+def decompress(data: bytes, decoder: str | None = None, steps: int | None = None,
+               realism: float | None = None) -> Image.Image:
     """Decode .ulic bytes into an 8-bit RGB PIL image."""
-    return to_pil(decode(data, decoder=decoder, steps=steps).image)
+    return to_pil(decode(data, decoder=decoder, steps=steps, realism=realism).image)
 
 
-def read_file(path: str | Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise UlicError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UlicError(f"{path}: is a directory") from None
-    except OSError as e:
-        raise UlicError(f"{path}: cannot read ({e.strerror})") from None
+def read_file(path: str | Path, model: LoadedModel | None = None) -> bytes:
+    """A .ulic file's bytes, read no further than the image its header declares can need (see
+    `ulic.limits`): a huge or endless input fails after its first bytes."""
+    return read_container(path, (model or load_model()).codec)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

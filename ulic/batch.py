@@ -3,13 +3,16 @@
 Each output is written atomically (ulic.imageio.save_atomic), so after any interruption,
 kill -9 included, an output file either is complete or does not exist. A re-run skips outputs
 that exist and removes temporary files that a killed run may have left. A file that fails is
-reported and the batch goes on; the summary counts done, skipped and failed files.
+reported and the batch goes on (whatever the error); the summary counts done, skipped and failed
+files. Inputs that would write the same output (a.png and a.jpg -> a.ulic) all fail, every run,
+naming each other: nothing is overwritten by chance.
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -59,19 +62,48 @@ def remove_stale_temps(root: Path) -> int:
     return n
 
 
+def output_pairs(in_dir: Path, out_dir: Path, suffixes: tuple[str, ...],
+                 out_suffix: str) -> list[tuple[Path, Path]]:
+    """(input, output) for every input under in_dir: out_dir/<same relative path, out_suffix>."""
+    return [(p, out_dir / p.relative_to(in_dir).with_suffix(out_suffix)) for p in find_inputs(in_dir, suffixes)]
+
+
+def _clashes(pairs: list[tuple[Path, Path]]) -> dict[Path, str]:
+    """For each input whose output another input would also write: the error message."""
+    by_dst: dict[Path, list[Path]] = defaultdict(list)
+    for src, dst in pairs:
+        by_dst[dst].append(src)
+    return {src: f"{dst} would also be written from {', '.join(str(o) for o in srcs if o != src)} "
+                 "(rename one of them)"
+            for dst, srcs in by_dst.items() if len(srcs) > 1 for src in srcs}
+
+
+def _error_text(e: Exception) -> str:
+    if isinstance(e, UlicError):
+        return str(e)
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}"
+    return f"internal error ({type(e).__name__}: {e})"
+
+
 def _run(pairs: list[tuple[Path, Path]], work: Callable[[Path, Path], tuple[int, int]],
          overwrite: bool, log: Callable[[str], None]) -> BatchSummary:
     s = BatchSummary()
     t0 = time.perf_counter()
+    clashes = _clashes(pairs)
     for i, (src, dst) in enumerate(pairs, 1):
-        if dst.exists() and not overwrite:
+        if src not in clashes and dst.exists() and not overwrite:
             s.skipped += 1
             continue
         try:
+            if src in clashes:
+                raise UlicError(clashes[src])
             dst.parent.mkdir(parents=True, exist_ok=True)
             nbytes, pixels = work(src, dst)
-        except (UlicError, OSError) as e:
-            msg = str(e) if isinstance(e, UlicError) else f"{e.strerror or e}"
+        except Exception as e:  # noqa: BLE001 -- every file fails alone; Ctrl-C still stops the batch
+            msg = _error_text(e)
             s.failed.append((str(src), msg))
             log(f"[{i}/{len(pairs)}] {src}: error: {msg}")
             continue
@@ -88,10 +120,10 @@ def compress_dir(in_dir: Path, out_dir: Path, quality: float | None = None, bpp:
                  log: Callable[[str], None] = print, optimize: int = 0) -> BatchSummary:
     """Compress every image under in_dir to out_dir/<same relative path>.ulic (optimize:
     encode-time optimisation steps, see `ulic.api.encode`)."""
-    from ulic.api import encode
+    from ulic.api import check_encode_options, encode
+    check_encode_options(quality, bpp, max_bytes, optimize)  # before any work
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    pairs = [(p, out_dir / p.relative_to(in_dir).with_suffix(".ulic"))
-             for p in find_inputs(in_dir, IMAGE_SUFFIXES)]
+    pairs = output_pairs(in_dir, out_dir, IMAGE_SUFFIXES, ".ulic")
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir)
 
@@ -99,7 +131,7 @@ def compress_dir(in_dir: Path, out_dir: Path, quality: float | None = None, bpp:
         r = encode(src, quality=quality, bpp=bpp, max_bytes=max_bytes, optimize=optimize)
         for n in r.notices:
             log(f"{src}: notice: {n}")
-        save_atomic(r.data, dst)
+        save_atomic(r.data, dst, source=src)
         return len(r.data), r.height * r.width
 
     return _run(pairs, work, overwrite, log)
@@ -110,14 +142,13 @@ def decompress_dir(in_dir: Path, out_dir: Path, overwrite: bool = False,
     """Decode every .ulic file under in_dir to out_dir/<same relative path>.png."""
     from ulic.api import decode, read_file
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    pairs = [(p, out_dir / p.relative_to(in_dir).with_suffix(".png"))
-             for p in find_inputs(in_dir, (".ulic",))]
+    pairs = output_pairs(in_dir, out_dir, (".ulic",), ".png")
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir)
 
     def work(src: Path, dst: Path) -> tuple[int, int]:
         d = decode(read_file(src))
-        save_atomic(to_pil(d.image), dst, "PNG")
+        save_atomic(to_pil(d.image), dst, "PNG", source=src)
         return 0, 0
 
     return _run(pairs, work, overwrite, log)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -12,57 +13,93 @@ from pathlib import Path
 from ulic.errors import UlicError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (`ulic: error: ...`, exit code 2), like every other error."""
+
+    def error(self, message: str):
+        print(f"ulic: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _number(what: str, lo: float, hi: float = math.inf, whole: bool = False, above: bool = False):
+    """An argparse type: a number (whole if asked) in [lo, hi], or (lo, hi] when `above`."""
+    def parse(text: str) -> float | int:
+        try:
+            v = int(text) if whole else float(text)
+        except ValueError:
+            v = math.nan
+        if not (math.isfinite(v) and (v > lo if above else v >= lo) and v <= hi):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return v
+    return parse
+
+
 def _threads(n: int | None) -> None:
     import torch
     if n:
         torch.set_num_threads(n)
 
 
+def _default_output(src: str, suffix: str) -> Path:
+    try:
+        return Path(src).with_suffix(suffix)
+    except ValueError:
+        raise UlicError(f"{src}: cannot name an output after it; give -o") from None
+
+
 def cmd_compress(a: argparse.Namespace) -> int:
-    from ulic.api import encode
-    from ulic.imageio import save_atomic
+    from ulic.api import check_encode_options, encode
+    from ulic.imageio import check_output, save_atomic
+    check_encode_options(a.quality, a.bpp, a.max_bytes, a.optimize)
+    out = a.output or _default_output(a.input, ".ulic")
+    check_output(out, source=a.input)  # before the work: a bad output costs nothing
     r = encode(a.input, quality=a.quality, bpp=a.bpp, max_bytes=a.max_bytes, optimize=a.optimize)
     for n in r.notices:
         print(f"ulic: notice: {n}", file=sys.stderr)
-    out = a.output or Path(a.input).with_suffix(".ulic")
-    save_atomic(r.data, out)
+    save_atomic(r.data, out, source=a.input)
     print(f"{out}: {len(r.data)} bytes, {r.bpp:.4f} bpp, {r.width}x{r.height}, q={r.quality}, "
           f"{r.seconds['total']:.2f} s")
     return 0
 
 
 def cmd_decompress(a: argparse.Namespace) -> int:
-    from ulic.api import decode, read_file
-    from ulic.imageio import save_atomic, to_pil
+    from ulic.api import check_decode_options, decode, read_file
+    from ulic.imageio import check_output, image_format, save_atomic, to_pil
+    check_decode_options(a.decoder, a.steps, a.realism)
+    out = a.output or _default_output(a.input, ".png")
+    fmt = image_format(out)
+    check_output(out, source=a.input)  # before the work: a bad output costs nothing
     data = read_file(a.input)
-    r = decode(data, decoder=a.decoder, steps=a.steps)
-    out = a.output or Path(a.input).with_suffix(".png")
-    suffix = Path(out).suffix.lower()
-    if suffix not in (".png", ".bmp", ".tif", ".tiff", ".ppm", ".webp", ".jpg", ".jpeg"):
-        raise UlicError(f"{out}: unsupported output format {suffix!r} (use .png)")
-    save_atomic(to_pil(r.image), out)
+    r = decode(data, decoder=a.decoder, steps=a.steps, realism=a.realism)
+    save_atomic(to_pil(r.image), out, fmt, source=a.input)
     how = r.decoder + (f", {r.steps} steps" if r.steps else "")
     print(f"{out}: {r.header.width}x{r.header.height}, {how}, {r.seconds['total']:.2f} s")
     return 0
+
+
+def _problem(check) -> str:
+    """"ok" if check() passes, else its error message."""
+    try:
+        check()
+        return "ok"
+    except UlicError as e:
+        return str(e)
 
 
 def cmd_info(a: argparse.Namespace) -> int:
     from ulic import bitstream
     from ulic.api import read_file
     from ulic.codec.store import load_model
-    data = read_file(a.input)
+    from ulic.limits import check_container_length
     model = load_model()
+    data = read_file(a.input, model)
     c = bitstream.parse(data, None)
-    try:
-        bitstream.parse(data, model.fingerprint)
-        check = "ok"
-    except UlicError as e:
-        check = str(e)
     info = {"file": str(a.input), "bytes": len(data), "width": c.width, "height": c.height,
             "bpp": round(8 * len(data) / (c.width * c.height), 5), "quality_byte": c.quality,
             "format_version": c.version, "model_id": c.model_id,
             "sections": [len(s) for s in c.sections], "overhead_bytes": len(data) - sum(map(len, c.sections)),
-            "check_with_loaded_model": check}
+            "check_with_loaded_model": _problem(lambda: bitstream.parse(data, model.fingerprint)),
+            "length_with_loaded_model": _problem(lambda: check_container_length(data, model.codec))}
     print(json.dumps(info, indent=2))
     return 0
 
@@ -118,25 +155,34 @@ def cmd_train_codec(a: argparse.Namespace) -> int:
 
 
 def _add_optimize(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--optimize", type=int, default=0, metavar="N",
+    parser.add_argument("--optimize", type=_number("a whole number in 0..1000", 0, 1000, whole=True),
+                        default=0, metavar="N",
                         help="encode-time optimisation steps for each image (fidelity mode): 20 gives "
                              "about +0.6 dB PSNR at the same bytes but slightly worse LPIPS/DISTS "
                              "with the diffusion decoder; about 1.6 s per step for 768x512 on 2 "
                              "cores (default 0: off)")
 
 
+def _add_rate(parser: argparse.ArgumentParser, max_bytes: bool = True) -> None:
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--quality", type=_number("a number in 0..100", 0, 100), help="0..100 (default 50)")
+    g.add_argument("--bpp", type=_number("a positive number", 0, above=True),
+                   help="target bits per pixel (within +-3%%)")
+    if max_bytes:
+        g.add_argument("--max-bytes", type=_number("a positive whole number", 1, whole=True),
+                       help="largest file not above N bytes")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ulic", description="Learned image codec for ultra-low bitrates.")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p = _Parser(prog="ulic", description="Learned image codec for ultra-low bitrates.")
+    p.add_argument("--threads", type=_number("a whole number in 1..1024", 1, 1024, whole=True),
+                   default=None, help="torch CPU threads")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="image -> .ulic")
     c.add_argument("input")
     c.add_argument("-o", "--output")
-    g = c.add_mutually_exclusive_group()
-    g.add_argument("--quality", type=float, help="0..100 (default 50)")
-    g.add_argument("--bpp", type=float, help="target bits per pixel (within +-3%%)")
-    g.add_argument("--max-bytes", type=int, help="largest file not above N bytes")
+    _add_rate(c)
     _add_optimize(c)
     c.set_defaults(func=cmd_compress)
 
@@ -146,16 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--decoder", choices=("mse", "fast", "diffusion"), default=None,
                    help="diffusion: CDM refinement, sharpest; fast: one-pass DRM reconstruction; mse: the "
                         "stage-1 latent as coded, highest PSNR but blurry (default: the model's choice)")
-    d.add_argument("--steps", type=int, default=None, help="diffusion steps (default 4)")
+    d.add_argument("--steps", type=_number("a whole number in 1..50", 1, 50, whole=True), default=None,
+                   help="diffusion steps (default 4)")
+    d.add_argument("--realism", type=float, default=None,
+                   help="0 (fidelity, highest PSNR) .. 1 (realism, sharpest texture), for models trained "
+                        "with it (default: the model's choice)")
     d.set_defaults(func=cmd_decompress)
 
     cd = sub.add_parser("compress-dir", help="every image under a folder -> .ulic files (resumable)")
     cd.add_argument("input")
     cd.add_argument("-o", "--output", required=True, help="output folder (mirrors the input tree)")
-    gd = cd.add_mutually_exclusive_group()
-    gd.add_argument("--quality", type=float, help="0..100 (default 50)")
-    gd.add_argument("--bpp", type=float, help="target bits per pixel (within +-3%%)")
-    gd.add_argument("--max-bytes", type=int, help="largest file not above N bytes")
+    _add_rate(cd)
     _add_optimize(cd)
     cd.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
     cd.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary")
@@ -175,14 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="compress + decompress one image, print bytes, bpp, PSNR, seconds")
     m.add_argument("input", nargs="?")
     m.add_argument("-o", "--output", default="demo-out")
-    gm = m.add_mutually_exclusive_group()
-    gm.add_argument("--quality", type=float)
-    gm.add_argument("--bpp", type=float, default=None)
+    _add_rate(m, max_bytes=False)
     _add_optimize(m)
     m.set_defaults(func=cmd_demo)
 
     from ulic.evaluation.cli import add_eval_parser
     add_eval_parser(sub)
+    from ulic.serve.cli import add_serve_parser
+    add_serve_parser(sub)
 
     t = sub.add_parser("train-codec", help="train the latent codec (see --help of the module)",
                        add_help=False)
@@ -194,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from ulic.imageio import quiet_pillow_logs
+        quiet_pillow_logs()  # errors are ulic's one line
         _threads(args.threads)
         return args.func(args)
     except UlicError as e:
@@ -202,8 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ulic: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("ulic: error: out of memory", file=sys.stderr)
+        return 2
     except OSError as e:
-        print(f"ulic: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"ulic: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
 
 

@@ -19,3 +19,8 @@ class ModelMismatchError(BitstreamError):
 
 class WeightsError(UlicError):
     """Model weights are missing, corrupt or do not match their config."""
+
+
+class OutputError(UlicError):
+    """An output cannot be written, or writing it would destroy something (the input, a device,
+    other hard links to the replaced file)."""

@@ -17,21 +17,34 @@ def seed_from_bytes(data: bytes) -> int:
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") & (2**63 - 1)
 
 
-@torch.no_grad()
-def refine(dec: DiffusionDecoder, z_c: torch.Tensor, q_byte: int, steps: int, seed: int) -> torch.Tensor:
-    """z_c (1, 32, h, w) -> refined latent (1, 32, h, w); steps = 0 gives the DRM's coarse latent."""
-    q = torch.full((z_c.shape[0],), q_byte / 255.0)
-    coarse, spatial, semantic = dec.drm(z_c, q)
+def sample(dec: DiffusionDecoder, z_c: torch.Tensor, q_byte: int, steps: int, eps: torch.Tensor,
+           realism: float | torch.Tensor | None = None) -> torch.Tensor:
+    """The decoding path in latent space, differentiable (stage 3 trains through it): z_c
+    (B, 32, h, w) -> refined latent (B, 32, h, w), one quality byte for the batch; steps = 0
+    gives the DRM's coarse latent; eps (B, 32, h, w) is the start noise; realism: one R for
+    the batch or (B,), read only by a decoder trained with it."""
+    b = z_c.shape[0]
+    q = torch.full((b,), q_byte / 255.0)
+    r = realism if realism is None or isinstance(realism, torch.Tensor) else torch.full((b,), float(realism))
+    coarse, spatial, semantic = dec.drm(z_c, q, r)
     if steps <= 0:
         return coarse
     t0 = int(dec.t_start[q_byte])
-    g = torch.Generator().manual_seed(seed)
-    eps = torch.randn(z_c.shape, generator=g, dtype=z_c.dtype)
     x = start_latent(z_c, eps, _A[t0].reshape(1))
     ddim = DDIM(_A)
     ts = ddim_timesteps(t0, steps)
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        x0_hat = dec.denoiser(x, torch.full((z_c.shape[0],), t), coarse, spatial, semantic)
+        x0_hat = dec.denoiser(x, torch.full((b,), t), coarse, spatial, semantic, r)
         x = ddim.step(x, x0_hat, t, t_prev)
     return x
+
+
+@torch.no_grad()
+def refine(dec: DiffusionDecoder, z_c: torch.Tensor, q_byte: int, steps: int, seed: int,
+           realism: float | None = None) -> torch.Tensor:
+    """z_c (1, 32, h, w) -> refined latent (1, 32, h, w), noise seeded by `seed`; steps = 0
+    gives the DRM's coarse latent."""
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.randn(z_c.shape, generator=g, dtype=z_c.dtype) if steps > 0 else z_c
+    return sample(dec, z_c, q_byte, steps, eps, realism)

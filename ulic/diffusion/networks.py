@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ulic.codec.layers import ResBlock, conv3
+from ulic.diffusion.pixel_decoder import PixelDecoder
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class DiffusionConfig:
     widths: tuple[int, int] = (64, 128)
     blocks: int = 2  # per level and direction
     emb: int = 128
+    realism: bool = False  # stage 3: DRM and denoiser take the realism R in [0, 1]
+    pixel_decoder: bool = False  # stage 3: a trainable pixel decoder replaces the frozen TAEF2 one
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -43,7 +46,7 @@ class DRM(nn.Module):
     def __init__(self, cfg: DiffusionConfig):
         super().__init__()
         c, n = cfg.latent_channels, cfg.drm_width
-        self.head = conv3(c + 1, n)  # z_c and a constant plane holding q
+        self.head = conv3(c + 1 + cfg.realism, n)  # z_c and constant planes holding q (and R)
         self.body = nn.Sequential(*[ResBlock(n) for _ in range(cfg.drm_blocks)])
         self.to_coarse = conv3(n, c)
         self.to_spatial = conv3(n, cfg.spatial)
@@ -52,11 +55,20 @@ class DRM(nn.Module):
         nn.init.zeros_(self.to_coarse.weight)
         nn.init.zeros_(self.to_coarse.bias)
 
-    def forward(self, z_c: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        qplane = q.to(z_c.dtype)[:, None, None, None].expand(-1, 1, *z_c.shape[2:])
-        f = self.body(self.head(torch.cat([z_c, qplane], 1)))  # (B, n, h, w)
+    def forward(self, z_c: torch.Tensor, q: torch.Tensor,
+                realism: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """realism (B,) is read only by a model configured with `realism`."""
+        planes = [q] if self.head.in_channels == z_c.shape[1] + 1 else [q, _given(realism)]
+        planes = [v.to(z_c.dtype)[:, None, None, None].expand(-1, 1, *z_c.shape[2:]) for v in planes]
+        f = self.body(self.head(torch.cat([z_c, *planes], 1)))  # (B, n, h, w)
         pooled = torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1)  # (B, 2n)
         return z_c + self.to_coarse(f), self.to_spatial(f), self.to_semantic(pooled)
+
+
+def _given(realism: torch.Tensor | None) -> torch.Tensor:
+    if realism is None:
+        raise ValueError("this decoder is conditioned on the realism R: pass realism=")
+    return realism
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -93,6 +105,10 @@ class Denoiser(nn.Module):
         self.emb_dim = e
         self.time_mlp = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
         self.sem_proj = nn.Linear(cfg.semantic, e)
+        self.realism_proj = nn.Linear(1, e) if cfg.realism else None
+        if self.realism_proj is not None:
+            nn.init.zeros_(self.realism_proj.weight)
+            nn.init.zeros_(self.realism_proj.bias)
         self.conv_in = conv3(2 * c + cfg.spatial, w0)  # x_t, coarse, spatial features
         self.down0 = nn.ModuleList([FiLMBlock(w0, w0, e) for _ in range(cfg.blocks)])
         self.down = nn.Conv2d(w0, w1, 3, stride=2, padding=1)  # (B, w1, h/2, w/2)
@@ -104,8 +120,10 @@ class Denoiser(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, coarse: torch.Tensor, spatial: torch.Tensor,
-                semantic: torch.Tensor) -> torch.Tensor:
+                semantic: torch.Tensor, realism: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.emb_dim)) + self.sem_proj(semantic)  # (B, e)
+        if self.realism_proj is not None:
+            emb = emb + self.realism_proj(_given(realism).to(emb.dtype)[:, None])
         emb = F.silu(emb)
         h = self.conv_in(torch.cat([x_t, coarse, spatial], 1))  # (B, w0, h, w)
         for blk in self.down0:
@@ -121,11 +139,13 @@ class Denoiser(nn.Module):
 
 
 class DiffusionDecoder(nn.Module):
-    """DRM + denoiser; `t_start` (256,) int64 holds t' for every quality byte."""
+    """DRM + denoiser (+ pixel decoder in stage 3); `t_start` (256,) int64 holds t' for every
+    quality byte."""
 
     def __init__(self, cfg: DiffusionConfig = DiffusionConfig()):
         super().__init__()
         self.cfg = cfg
         self.drm = DRM(cfg)
         self.denoiser = Denoiser(cfg)
+        self.pixel = PixelDecoder() if cfg.pixel_decoder else None
         self.register_buffer("t_start", torch.full((256,), 300, dtype=torch.int64))

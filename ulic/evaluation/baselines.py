@@ -1,7 +1,7 @@
 """Classical codecs at ultra-low rates: downscale, encode, decode, upscale.
 
-A setting is "<codec>:d<factor>:q<quality>": the image is downscaled by `factor` (Lanczos, sizes
-rounded), encoded at `quality`, decoded, and upscaled back to the original size (Lanczos). The
+A setting is "<codec>:d<factor>:q<quality>": the image is downscaled by `factor` (1 or more,
+fractional allowed; Lanczos, sizes rounded), encoded at `quality`, decoded, and upscaled back to the original size (Lanczos). The
 rate counts the codec payload (see `containers`) plus 4 bytes of side information (the original
 width and height as 16-bit numbers) whenever factor > 1; bpp = 8 * bytes / (H * W) of the original.
 """
@@ -36,17 +36,18 @@ class Coded:
     nbytes: int
 
 
-def setting_name(codec: str, factor: int, quality: float) -> str:
-    return f"{codec}:d{factor}:q{quality:g}"
+def setting_name(codec: str, factor: float, quality: float) -> str:
+    return f"{codec}:d{factor:g}:q{quality:g}"
 
 
-def parse_setting(s: str) -> tuple[str, int, float]:
-    """'avif:d4:q25' -> ('avif', 4, 25.0)."""
+def parse_setting(s: str) -> tuple[str, float, float]:
+    """'avif:d4:q25' -> ('avif', 4.0, 25.0); factors may be fractional ('hevc:d1.5:q30')."""
     try:
         codec, d, q = s.split(":")
-        if codec not in CODECS or d[0] != "d" or q[0] != "q":
+        factor = float(d[1:])
+        if codec not in CODECS or d[0] != "d" or q[0] != "q" or not 1 <= factor <= 64:
             raise ValueError
-        return codec, int(d[1:]), float(q[1:])
+        return codec, factor, float(q[1:])
     except (ValueError, IndexError):
         raise UlicError(f"bad baseline setting {s!r}: expected CODEC:dFACTOR:qQUALITY, "
                         f"codec one of {', '.join(CODECS)}") from None

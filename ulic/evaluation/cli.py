@@ -36,6 +36,7 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--decoder", choices=("mse", "fast", "diffusion"), default=None,
                    help="ulic only: decoder to use (default: the model's default)")
     p.add_argument("--steps", type=int, default=None, help="ulic only: diffusion steps")
+    p.add_argument("--realism", type=float, default=None, help="ulic only: realism R in 0..1 (default: the model's)")
     p.add_argument("--optimize", type=int, default=0, metavar="N",
                    help="ulic only: encode-time optimisation steps (default 0, as `ulic compress`); "
                         "settings name them as :oN, a setting without :o was encoded without")
@@ -104,6 +105,10 @@ def cmd_eval(a: argparse.Namespace) -> int:
             decoder = None
             if codec == "ulic" and a.decoder:
                 decoder = a.decoder + (str(a.steps) if a.decoder == "diffusion" and a.steps else "")
+            if codec == "ulic" and a.realism is not None:
+                if not 0 <= a.realism <= 1:
+                    raise UlicError(f"--realism must be in 0..1, got {a.realism:g}")
+                decoder = (decoder + ":" if decoder else "") + f"r{a.realism:g}"
             settings = _settings(codec, a.settings, decoder, optimize)
             if not settings:
                 raise UlicError(f"no settings given for codec {codec}")

@@ -142,38 +142,52 @@ def matched_table(results: list[dict], anchors: dict, key: str = "lpips") -> lis
     return rows
 
 
-def crops(results: list[dict], out: Path, cache: str, data: str | None) -> list[tuple[float, list[tuple[str, str]]]]:
-    """Centre crops of one image for each codec at the setting closest to each target rate."""
+CROP_RATES = (0.03,)  # report crops only at the headline rate (keeps results/ small)
+# Report crops at 100%: (what it shows, Kodak image, left, top); CROP x CROP pixels each.
+REGIONS = (("face", "kodim15", 288, 64), ("text", "kodim10", 100, 0), ("foliage", "kodim13", 32, 72),
+           ("water", "kodim13", 300, 256), ("feathers", "kodim23", 470, 40))
+
+
+def _coded_png(d: dict, t: float, stem: str, cache: str) -> tuple[Path, str, float] | None:
+    """(decoded PNG, setting, mean bpp) of one result set at the setting closest to rate t."""
+    r = d["results"]
+    i = int(np.argmin([abs(math.log(b / t)) for b in r["bpp"]]))
+    if abs(math.log(r["bpp"][i] / t)) > math.log(1.5):
+        return None
+    s = r["setting"][i]
+    rel = Path(d["name"]) / s.replace(":", "_") / (stem + ".png")
+    found = [p for p in [Path(cache) / rel, *Path(cache).glob(f"ulic-model-*/{rel}")] if p.is_file()]
+    if not found:
+        return None
+    return max(found, key=lambda p: p.stat().st_mtime), s, r["bpp"][i]  # the newest model's
+
+
+def crops(results: list[dict], out: Path, cache: str, data: str | None) -> list[tuple[str, list[tuple[str, str]]]]:
+    """100% crops of REGIONS (face, text, foliage, water, feathers) for each codec at the
+    setting closest to each target rate; one section per (rate, region)."""
     from PIL import Image
-    if not data:
+    if not data or not Path(data).is_dir():
         return []
-    src = sorted(Path(data).glob("kodim23.png")) or sorted(Path(data).glob("*.png"))
-    if not src:
-        return []
-    img = src[0]
     (out / "crops").mkdir(exist_ok=True)
-    ref = Image.open(img).convert("RGB")
-    w, h = ref.size
-    box = ((w - CROP) // 2, (h - CROP) // 2, (w + CROP) // 2, (h + CROP) // 2)
-    ref.crop(box).save(out / "crops" / "original.png")
     sections = []
-    for t in TARGETS:
-        cells = [("original", "crops/original.png")]
-        for d in results:
-            r = d["results"]
-            i = int(np.argmin([abs(math.log(b / t)) for b in r["bpp"]]))
-            if abs(math.log(r["bpp"][i] / t)) > math.log(1.5):
+    for t in CROP_RATES:
+        for what, stem, left, top in REGIONS:
+            src = Path(data) / f"{stem}.png"
+            if not src.is_file():
                 continue
-            s = r["setting"][i]
-            rel = Path(d["name"]) / s.replace(":", "_") / (img.stem + ".png")
-            found = [p for p in [Path(cache) / rel, *Path(cache).glob(f"ulic-model-*/{rel}")] if p.is_file()]
-            if not found:
-                continue
-            png = max(found, key=lambda p: p.stat().st_mtime)  # the newest model's
-            name = f"crops/{t:g}_{d['name']}.png"
-            Image.open(png).convert("RGB").crop(box).save(out / name)
-            cells.append((f"{d['name']} {s} (mean {r['bpp'][i]:.4f} bpp)", name))
-        sections.append((t, cells))
+            box = (left, top, left + CROP, top + CROP)
+            ref_name = f"crops/{what}_original.png"
+            Image.open(src).convert("RGB").crop(box).save(out / ref_name)
+            cells = [(f"original ({stem})", ref_name)]
+            for d in results:
+                got = _coded_png(d, t, stem, cache)
+                if got is None:
+                    continue
+                png, s, bpp = got
+                name = f"crops/{what}_{t:g}_{d['name']}.png"
+                Image.open(png).convert("RGB").crop(box).save(out / name)
+                cells.append((f"{d['name']} {s} (set mean {bpp:.4f} bpp)", name))
+            sections.append((f"{what} near {t:g} bpp", cells))
     return sections
 
 
@@ -212,8 +226,8 @@ def build_report(out: Path, anchors: str | None, cache: str, data: str | None) -
     parts.append(_table(heads, bd))
     parts.append("<h2>LPIPS at matched rates (interpolated in log-rate; n/a = outside the measured range)</h2>")
     parts.append(_table(mheads, mt))
-    for t, cells in crops(results, out, cache, data):
-        parts.append(f"<h2>Crops near {t:g} bpp</h2><div>")
+    for title, cells in crops(results, out, cache, data):
+        parts.append(f"<h2>{html.escape(title)} (100% crops)</h2><div>")
         parts += [f'<figure><img src="{html.escape(src)}"><figcaption>{html.escape(cap)}</figcaption></figure>'
                   for cap, src in cells]
         parts.append("</div>")

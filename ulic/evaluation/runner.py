@@ -62,27 +62,37 @@ def to_tensor(a: np.ndarray):
     return torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255
 
 
-def parse_ulic_setting(setting: str) -> tuple[float, int, str | None, int | None]:
-    """"ulic:q<quality>[:o<optimize steps>][:mse|:fast|:diffusion<steps>]" -> (quality,
-    optimize steps, decoder, diffusion steps). No ":o" part means no optimisation."""
+def _realism_part(part: str) -> float | None:
+    try:
+        return float(part[1:]) if part[:1] == "r" else None
+    except ValueError:
+        return None
+
+
+def parse_ulic_setting(setting: str) -> tuple[float, int, str | None, int | None, float | None]:
+    """"ulic:q<quality>[:o<optimize steps>][:mse|:fast|:diffusion<steps>][:r<realism>]" ->
+    (quality, optimize steps, decoder, diffusion steps, realism). No ":o" part means no
+    optimisation; no ":r" part, the model's default realism."""
     parts = setting.split(":")
-    decoder, steps, optimize = None, None, 0
+    decoder, steps, optimize, realism = None, None, 0, None
     for part in parts[2:]:
         if part[:1] == "o" and part[1:].isdigit():
             optimize = int(part[1:])
+        elif _realism_part(part) is not None:
+            realism = _realism_part(part)
         else:
             decoder = part.rstrip("0123456789")
             steps = int(part[len(decoder):]) if part[len(decoder):] else None
-    return float(parts[1][1:]), optimize, decoder, steps
+    return float(parts[1][1:]), optimize, decoder, steps, realism
 
 
 def code_image(item: Item) -> tuple[np.ndarray, int]:
     """(reconstruction (H, W, 3) uint8, bytes) of one item."""
     if item.codec == "ulic":
         from ulic.api import decode, encode
-        quality, optimize, decoder, steps = parse_ulic_setting(item.setting)
+        quality, optimize, decoder, steps, realism = parse_ulic_setting(item.setting)
         r = encode(item.image, quality=quality, optimize=optimize)
-        rec = decode(r.data, decoder=decoder, steps=steps).image
+        rec = decode(r.data, decoder=decoder, steps=steps, realism=realism).image
         a = (rec[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         return a, len(r.data)
     from ulic.evaluation.baselines import run_setting

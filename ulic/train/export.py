@@ -54,6 +54,25 @@ def export_decoder(checkpoint: Path, out: Path, default: str = "fast") -> dict:
     return save_decoder(dec, out, extra)
 
 
+def export_realism(checkpoint: Path, out: Path, realism: float, base: str | None = None) -> dict:
+    """Write the stage-3 decoder (DRM + denoiser + pixel decoder, conditioned on R) of a
+    `ulic.train.train_realism` checkpoint next to the codec, with its default realism."""
+    from ulic.codec.store import load_model
+    from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
+    from ulic.diffusion.store import load_decoder, save_decoder
+    with safe_open(str(checkpoint), "pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    old = load_decoder(str(load_model(base).folder))
+    cfg = meta.get("config") or {**old[0].cfg.as_dict(), "realism": True, "pixel_decoder": True}
+    dec = DiffusionDecoder(DiffusionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}))
+    t = load_file(str(checkpoint))
+    dec.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("gen.")}, strict=True)
+    extra = {"default_decoder": "diffusion", "default_steps": 4, "default_realism": realism,
+             "kappa": old[1].get("kappa") if old else None,
+             "training": {"stage": 3, "steps": meta["step"], "seconds": round(meta["seconds"])}}
+    return save_decoder(dec, out, extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--checkpoint", type=Path, help="stage-1 codec checkpoint")
@@ -64,7 +83,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="also export a stage-2 decoder checkpoint (ulic.train.train_decoder)")
     ap.add_argument("--default-decoder", choices=("fast", "diffusion"), default="fast")
     ap.add_argument("--decoder-only", action="store_true", help="leave the codec files as they are")
+    ap.add_argument("--realism-checkpoint", type=Path, default=None,
+                    help="export a stage-3 decoder checkpoint (ulic.train.train_realism) instead")
+    ap.add_argument("--default-realism", type=float, default=1.0)
     args = ap.parse_args(argv)
+    if args.realism_checkpoint is not None:
+        cfg = export_realism(args.realism_checkpoint, args.out, args.default_realism)
+        print(json.dumps({k: v for k, v in cfg.items() if k != "t_start"}, indent=2))
+        return 0
     if not args.decoder_only:
         if args.checkpoint is None or args.latents is None:
             ap.error("--checkpoint and --latents are needed (or --decoder-only)")

@@ -1,0 +1,104 @@
+"""Stage 3: pixel decoder, realism conditioning, discriminator, store and API plumbing."""
+import dataclasses
+
+import pytest
+import torch
+
+from ulic.diffusion.decode import refine, sample
+from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
+from ulic.diffusion.pixel_decoder import PixelDecoder
+from ulic.diffusion.store import load_decoder, save_decoder
+from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
+from ulic.vae.taef2 import make_decoder
+from ulic.vae.tiling import decode_tiled
+
+TINY = DiffusionConfig(drm_width=8, drm_blocks=1, spatial=4, semantic=8, widths=(8, 16), blocks=1, emb=8)
+TINY_R = dataclasses.replace(TINY, realism=True, pixel_decoder=True)
+
+
+def _randomise(module: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def test_untrained_pixel_decoder_equals_its_taef2_init_at_every_realism():
+    torch.manual_seed(0)
+    taef2 = make_decoder().eval()
+    pix = PixelDecoder().load_taef2(taef2).eval()
+    lat = torch.randn(2, 32, 4, 6)
+    with torch.no_grad():
+        want = taef2(lat)
+        for r in (0.0, 0.5, 1.0):
+            assert torch.allclose(pix(lat, torch.full((2,), r)), want, atol=1e-6)
+
+
+def test_fixed_realism_module_matches_forward_and_tiles_without_seams():
+    torch.manual_seed(1)
+    pix = PixelDecoder().eval()
+    _randomise(pix.film, 2)
+    lat = torch.randn(1, 32, 20, 12)
+    with torch.no_grad():
+        direct = pix(lat, torch.tensor([0.7]))
+        fixed = pix.with_realism(0.7)
+        assert len(fixed) == len(pix.layers)  # same indices as TAEF2's decoder: tiling splits alike
+        assert torch.allclose(fixed(lat), direct, atol=1e-5)
+        assert torch.allclose(decode_tiled(fixed, lat, tile=64), direct, atol=1e-4)
+        assert not torch.allclose(pix(lat, torch.tensor([0.0])), direct, atol=1e-3)  # R is read
+
+
+def test_realism_conditioning_starts_as_identity_and_is_required():
+    torch.manual_seed(3)
+    dec = DiffusionDecoder(TINY_R).eval()
+    z = torch.randn(1, 32, 8, 8)
+    with torch.no_grad():
+        a = refine(dec, z, 100, 2, seed=5, realism=0.0)
+        b = refine(dec, z, 100, 2, seed=5, realism=1.0)
+    assert torch.equal(a, b)  # zero-initialised R inputs
+    with pytest.raises(ValueError, match="realism"):
+        refine(dec, z, 100, 2, seed=5)
+
+
+def test_decoder_without_realism_is_unchanged_by_the_new_options():
+    torch.manual_seed(4)
+    dec = DiffusionDecoder(TINY).eval()
+    assert dec.pixel is None and dec.denoiser.realism_proj is None
+    assert dec.drm.head.in_channels == 33
+    z = torch.randn(1, 32, 8, 8)
+    eps = torch.randn(1, 32, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(sample(dec, z, 50, 3, eps), sample(dec, z, 50, 3, eps, realism=0.3))
+
+
+def test_stage3_decoder_round_trips_through_the_store(tmp_path):
+    torch.manual_seed(5)
+    dec = DiffusionDecoder(TINY_R).eval()
+    _randomise(dec, 6)
+    dec = dec.half().float()  # the store keeps float16
+    save_decoder(dec, tmp_path, {"default_realism": 0.5})
+    load_decoder.cache_clear()
+    loaded, cfg = load_decoder(str(tmp_path))
+    assert loaded.cfg == TINY_R and cfg["default_realism"] == 0.5
+    for k, v in dec.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_sample_is_differentiable_through_all_steps():
+    torch.manual_seed(7)
+    dec = DiffusionDecoder(TINY_R)
+    _randomise(dec.denoiser, 8)
+    z = torch.randn(2, 32, 8, 8)
+    out = dec.pixel(sample(dec, z, 200, 3, torch.randn_like(z), torch.tensor([0.2, 0.9])), torch.tensor([0.2, 0.9]))
+    out.mean().backward()
+    assert dec.drm.head.weight.grad is not None and dec.pixel.layers[1].weight.grad.abs().sum() > 0
+
+
+def test_discriminator_scores_patches_and_hinge_losses():
+    torch.manual_seed(9)
+    d = PatchDiscriminator()
+    img, z = torch.rand(2, 3, 64, 64), torch.randn(2, 32, 8, 8)
+    logits = d(img, z)
+    assert logits.shape[:2] == (2, 1) and logits.shape[2] >= 4
+    assert float(d_hinge(torch.full((1, 1, 2, 2), 2.0), torch.full((1, 1, 2, 2), -2.0))) == 0.0
+    assert g_hinge(torch.ones(3, 1, 2, 2)).tolist() == [-1.0, -1.0, -1.0]

@@ -1,0 +1,258 @@
+"""Stage 3: train the decoding path in pixel space for perception, the codec frozen.
+
+Per step (one quality byte per batch, the realism R ~ U[0, 1] per sample):
+
+    x (cached TAEF2 latent of a crop) --codec.reconstruct--> z_c          frozen: symbols unchanged
+    z_c --DRM(q, R)--> K unrolled DDIM steps of the CDM denoiser(R) --> latent
+    latent --pixel decoder(R) (TAEF2's decoder, fine-tuned)--> image
+    L_G = w_mse * MSE(image, crop) + R * (w_lpips * LPIPS-VGG(image, crop) + beta * hinge_G(D(image, z_c)))
+    L_D = hinge(D(crop, z_c), D(image, z_c))
+
+The generator starts from the shipped stage-2 decoder (its DRM input gains an R plane with zero
+weights, the denoiser a zero R projection) and TAEF2's decoder weights, so step 0 decodes as
+today at every R. The adversarial weight ramps from 0 to beta over `--gan-ramp` steps after
+`--gan-start`, once the perceptual term has moved the output off the blurry mean.
+
+Networks inside the loss: VGG16 (LPIPS-VGG; DISTS uses the same backbone). Not inside:
+AlexNet (LPIPS-Alex, the headline metric) and Inception (FID), which are only reported.
+Validation (every `--val-every` steps, held-out crops, R = 0 and 1): PSNR, LPIPS-Alex, LPIPS-VGG.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ulic.codec.store import load_model
+from ulic.diffusion.decode import sample
+from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
+from ulic.diffusion.store import load_decoder
+from ulic.evaluation.lpips import LPIPS
+from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
+from ulic.train.train_codec import lr_at, update_averages
+from ulic.vae.taef2 import decode_pixels
+
+VAL_Q_BYTES = (40, 140)  # about 0.01 and 0.03 bpp on Kodak-sized photos
+
+
+def build_generator(model_folder: str | None, vae_decoder: torch.nn.Module) -> DiffusionDecoder:
+    """Stage-3 decoder (realism + pixel decoder) initialised from a stage-2 decoder and TAEF2."""
+    loaded = load_decoder(str(load_model(model_folder).folder))
+    if loaded is None:
+        raise SystemExit("the model has no stage-2 decoder to start from")
+    old, cfg = loaded
+    new = DiffusionDecoder(DiffusionConfig(**{**old.cfg.as_dict(), "realism": True, "pixel_decoder": True}))
+    state = dict(old.state_dict())
+    w = state["drm.head.weight"]  # (n, c + 1, 3, 3) -> (n, c + 2, 3, 3), the R plane at zero
+    state["drm.head.weight"] = torch.cat([w, torch.zeros_like(w[:, :1])], 1)
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith(("pixel.", "denoiser.realism_proj")) for k in missing), missing
+    new.pixel.load_taef2(vae_decoder)
+    return new
+
+
+class Crops:
+    """Pixel crops with their latents, from `ulic.train.pixel_crops`."""
+
+    def __init__(self, path: Path, seed: int):
+        t = load_file(str(path))
+        self.pixels, self.latents = t["pixels"], t["latents"]
+        self.val_pixels, self.val_latents = t["val_pixels"], t["val_latents"]
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(self.pixels), (n,), generator=self.gen)
+        return self.pixels[idx].float() / 255, self.latents[idx].float()
+
+
+def decode_batch(gen: DiffusionDecoder, codec, latents: torch.Tensor, q_byte: int, realism: torch.Tensor,
+                 steps: int, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cached latents, q, R) -> (image (B, 3, H, W), z_c): the whole decoding path, with gradients."""
+    with torch.no_grad():
+        z_c = codec.reconstruct(latents, torch.full((len(latents),), q_byte / 255))
+    lat = sample(gen, z_c, q_byte, steps, torch.randn_like(z_c), realism)
+    if bf16:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            img = gen.pixel(lat.contiguous(memory_format=torch.channels_last), realism).float()
+    else:
+        img = gen.pixel(lat, realism)
+    return img, z_c
+
+
+def perceptual(lp: LPIPS, a: torch.Tensor, b: torch.Tensor, bf16: bool) -> torch.Tensor:
+    if not bf16:
+        return lp(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return lp(a, b).float()
+
+
+def gan_weight(step: int, args: argparse.Namespace) -> float:
+    return args.beta * min(1.0, max(0.0, (step - args.gan_start) / max(1, args.gan_ramp)))
+
+
+def train_step(step: int, parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    gen, disc, codec, lp = parts["gen"], parts["disc"], parts["codec"], parts["lpips"]
+    target, lat = crops.batch(args.batch)
+    q_byte = int(torch.randint(0, 256, (1,)))
+    r = torch.rand(args.batch)
+    img, z_c = decode_batch(gen, codec, lat, q_byte, r, args.k, args.bf16)
+    mse = (img - target).pow(2).mean((1, 2, 3))
+    lpv = perceptual(lp, img.clamp(0, 1), target, args.bf16)
+    beta = gan_weight(step, args)
+    adv = g_hinge(disc(img.clamp(0, 1), z_c)) if beta > 0 else torch.zeros_like(mse)
+    loss_g = (args.w_mse * mse + r * (args.w_lpips * lpv + beta * adv)).mean()
+    parts["opt_g"].zero_grad(set_to_none=True)
+    loss_g.backward()
+    torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0)
+    parts["opt_g"].step()
+    loss_d = d_hinge(disc(target, z_c), disc(img.detach().clamp(0, 1), z_c))
+    parts["opt_d"].zero_grad(set_to_none=True)
+    loss_d.backward()
+    parts["opt_d"].step()
+    return {"loss_g": loss_g, "mse": mse.mean(), "lpips_vgg": lpv.mean(), "g_adv": adv.mean(), "loss_d": loss_d}
+
+
+@torch.no_grad()
+def validate(parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, float]:
+    """Held-out crops at two rates, R = 0 and 1, fixed noise: PSNR, LPIPS-Alex, LPIPS-VGG."""
+    gen, codec = parts["gen"], parts["codec"]
+    x, lat = crops.val_pixels.float() / 255, crops.val_latents.float()
+    out = {}
+    for r in (0.0, 1.0):
+        for qb in VAL_Q_BYTES:
+            torch.manual_seed(0)
+            img, _ = decode_batch(gen, codec, lat, qb, torch.full((len(x),), r), args.k, False)
+            img = (img.clamp(0, 1) * 255).round() / 255
+            mse = (img - x).pow(2).mean((1, 2, 3))
+            out[f"val_psnr_q{qb}_r{r:g}"] = float((10 * torch.log10(1 / mse)).mean())
+            out[f"val_lpips_alex_q{qb}_r{r:g}"] = float(parts["alex"](img, x).mean())
+            out[f"val_lpips_vgg_q{qb}_r{r:g}"] = float(parts["lpips"](img, x).mean())
+    return out
+
+
+def save_state(path: Path, parts: dict, meta: dict) -> None:
+    """Generator, discriminator and both optimisers in one safetensors file (atomic)."""
+    tensors = {}
+    for name in ("gen", "disc"):
+        tensors.update({f"{name}.{k}": v.contiguous() for k, v in parts[name].state_dict().items()})
+    for name, module in (("opt_g", parts["gen"]), ("opt_d", parts["disc"])):
+        names = {id(p): n for n, p in module.named_parameters()}
+        for group in parts[name].param_groups:
+            for p in group["params"]:
+                for k, v in parts[name].state.get(p, {}).items():
+                    tensors[f"{name}.{names[id(p)]}.{k}"] = torch.as_tensor(v).contiguous()
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
+    tmp.replace(path)
+
+
+def load_state(path: Path, parts: dict) -> dict:
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    t = load_file(str(path))
+    for name in ("gen", "disc"):
+        parts[name].load_state_dict({k[len(name) + 1:]: v for k, v in t.items() if k.startswith(name + ".")})
+    for name, module in (("opt_g", parts["gen"]), ("opt_d", parts["disc"])):
+        params = dict(module.named_parameters())
+        for k, v in t.items():
+            if k.startswith(name + "."):
+                pname, field = k[len(name) + 1:].rsplit(".", 1)
+                parts[name].state[params[pname]][field] = v
+    return meta
+
+
+def build(args: argparse.Namespace) -> dict:
+    from ulic.weights import load_vae
+    codec = load_model(args.model).codec.eval().requires_grad_(False)
+    gen = build_generator(args.model, load_vae().decoder)
+    disc = PatchDiscriminator()
+    named = dict(gen.named_parameters())
+    cond = [n for n in named if n.startswith(("pixel.film.", "denoiser.realism_proj."))]  # new, zero-init
+    pix = [n for n in named if n.startswith("pixel.") and n not in cond]
+    rest = [n for n in named if n not in cond and n not in pix]
+    groups = [(rest, args.lr), (pix, args.lr_pixel), (cond, args.lr * args.cond_lr_scale)]
+    opt_g = torch.optim.Adam([{"params": [named[n] for n in names], "lr": lr, "base": lr} for names, lr in groups],
+                             betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr_d, betas=(0.5, 0.9))
+    for g in opt_d.param_groups:
+        g["base"] = args.lr_d
+    return {"codec": codec, "gen": gen, "disc": disc, "opt_g": opt_g, "opt_d": opt_d,
+            "lpips": LPIPS("vgg"), "alex": LPIPS("alex")}
+
+
+def log_line(log, step: int, elapsed: float, values: dict) -> None:
+    print(f"step {step} {elapsed:.0f}s " + " ".join(f"{k} {v:.4f}" for k, v in values.items()), flush=True)
+    log.write(json.dumps({"step": step, "seconds": round(elapsed, 1),
+                          **{k: round(v, 5) for k, v in values.items()}}) + "\n")
+    log.flush()
+
+
+def run(args: argparse.Namespace) -> None:
+    args.run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    parts = build(args)
+    ckpt = args.run / "checkpoint.safetensors"
+    meta = {"step": 0, "seconds": 0.0, "args": {k: str(v) for k, v in vars(args).items()},
+            "config": parts["gen"].cfg.as_dict()}
+    if ckpt.exists():
+        meta = load_state(ckpt, parts)
+        print(f"resumed at step {meta['step']}", flush=True)
+    step, seconds0, t0, avg = meta["step"], meta["seconds"], time.time(), {}
+    crops = Crops(args.crops, args.seed + step)
+    torch.manual_seed(args.seed + step)
+    with open(args.run / "log.jsonl", "a") as log:
+        if step == 0:
+            log_line(log, 0, 0.0, validate(parts, crops, args))
+        while step < args.steps:
+            for opt in (parts["opt_g"], parts["opt_d"]):
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step, args.steps, g["base"])
+            update_averages(avg, train_step(step, parts, crops, args))
+            step += 1
+            elapsed = seconds0 + time.time() - t0
+            if step % args.log_every == 0:
+                log_line(log, step, elapsed, avg)
+            if step % args.ckpt_every == 0 or step == args.steps:
+                save_state(ckpt, parts, {**meta, "step": step, "seconds": elapsed})
+            if step % args.val_every == 0 or step == args.steps:
+                log_line(log, step, elapsed, validate(parts, crops, args))
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--crops", type=Path, required=True, help="cache from ulic.train.pixel_crops")
+    ap.add_argument("--model", type=str, default=None, help="model folder (default: shipped)")
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--k", type=int, default=4, help="unrolled DDIM steps (decode's default)")
+    ap.add_argument("--lr", type=float, default=1e-4, help="DRM and denoiser")
+    ap.add_argument("--lr-pixel", type=float, default=5e-5, help="pixel decoder")
+    ap.add_argument("--lr-d", type=float, default=2e-4)
+    ap.add_argument("--cond-lr-scale", type=float, default=10.0, help="lr multiple of the new R inputs")
+    ap.add_argument("--w-mse", type=float, default=16.0, help="MSE weight (images in [0, 1])")
+    ap.add_argument("--w-lpips", type=float, default=1.0, help="LPIPS-VGG weight, times R")
+    ap.add_argument("--beta", type=float, default=0.1, help="adversarial weight, times R")
+    ap.add_argument("--gan-start", type=int, default=150)
+    ap.add_argument("--gan-ramp", type=int, default=150)
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the decoder and VGG")
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--ckpt-every", type=int, default=25)
+    ap.add_argument("--val-every", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
