@@ -245,10 +245,12 @@ def test_cases_1_to_4_bounded_in_a_child_process(tiny_model, tiny_model_dir, tmp
     cases = [["compress", str(tmp_path / n), "-o", str(tmp_path / f"{n}.ulic")] if n.endswith(".png") else
              ["decompress", str(tmp_path / n), "-o", str(tmp_path / f"{n}.png")]
              for n in sorted(files) + ["c4a.ulic", "/dev/zero"]]
-    script = ("import json, resource, sys, time\nfrom ulic.cli import main\nres = []\n"
+    # peak RSS from VmHWM: ru_maxrss is inherited from the forking (pytest) process on Linux
+    script = ("import json, sys, time\nfrom ulic.cli import main\nres = []\n"
               "for args in json.loads(sys.argv[1]):\n"
               "    t = time.perf_counter(); rc = main(args); res.append([rc, time.perf_counter() - t])\n"
-              "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+              "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+              "rss = int(hwm.split()[1]) / 1024\n"
               "print(json.dumps({'runs': res, 'rss_mb': rss}))")
     env = dict(os.environ, OMP_NUM_THREADS="1", ULIC_MODEL_DIR=str(tiny_model_dir))
     env.pop("ULIC_MAX_PIXELS", None)

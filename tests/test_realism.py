@@ -1,5 +1,6 @@
 """Stage 3: pixel decoder, realism conditioning, discriminator, store and API plumbing."""
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from ulic.diffusion.store import load_decoder, save_decoder
 from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
 from ulic.vae.taef2 import make_decoder
 from ulic.vae.tiling import decode_tiled
+
+from conftest import needs_vae
 
 TINY = DiffusionConfig(drm_width=8, drm_blocks=1, spatial=4, semantic=8, widths=(8, 16), blocks=1, emb=8)
 TINY_R = dataclasses.replace(TINY, realism=True, pixel_decoder=True)
@@ -102,3 +105,25 @@ def test_discriminator_scores_patches_and_hinge_losses():
     assert logits.shape[:2] == (2, 1) and logits.shape[2] >= 4
     assert float(d_hinge(torch.full((1, 1, 2, 2), 2.0), torch.full((1, 1, 2, 2), -2.0))) == 0.0
     assert g_hinge(torch.ones(3, 1, 2, 2)).tolist() == [-1.0, -1.0, -1.0]
+
+
+@needs_vae
+def test_stage3_training_steps_checkpoint_and_resume(tmp_path):
+    """Two steps on a tiny crop cache from the shipped model, then a resume to step 3."""
+    from safetensors.torch import save_file
+
+    from ulic.train.train_realism import main
+    from ulic.weights import load_vae
+    g = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(4, 3, 128, 128, generator=g) * 255).to(torch.uint8)  # latents: multiples of 16
+    with torch.no_grad():
+        latents = load_vae().encoder(pixels.float() / 255).half()
+    crops = tmp_path / "crops.safetensors"
+    save_file({"pixels": pixels, "latents": latents, "val_pixels": pixels[:2].clone(),
+               "val_latents": latents[:2].clone()}, str(crops))
+    args = ["--crops", str(crops), "--run", str(tmp_path / "run"), "--batch", "2", "--k", "2",
+            "--gan-start", "0", "--gan-ramp", "1", "--ckpt-every", "1", "--val-every", "100"]
+    assert main(args + ["--steps", "2"]) == 0
+    assert main(args + ["--steps", "3"]) == 0
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["step"] == 3 and "val_psnr_q40_r1" in json.loads(lines[0])

@@ -26,7 +26,7 @@ from ulic.codec.optimize import optimize_latents
 from ulic.codec.store import LoadedModel, load_model
 from ulic.errors import BitstreamError, InputImageError, UlicError
 from ulic.imageio import load_image, max_pixels, to_pil
-from ulic.limits import check_container_length, check_size, read_container
+from ulic.limits import check_container_length, check_size, padded, read_container
 from ulic.vae.tiling import decode_tiled
 from ulic.weights import load_vae
 
@@ -80,15 +80,11 @@ def check_encode_options(quality: float | None = None, bpp: float | None = None,
         raise UlicError(f"optimize must be a whole number of steps in 0..1000, got {optimize!r}")
 
 
-def _padded(h: int, w: int, m: int) -> tuple[int, int]:
-    return -(-h // m) * m, -(-w // m) * m
-
-
 def encode_latent(x: torch.Tensor, model: LoadedModel) -> torch.Tensor:
     """(1, 3, H, W) -> padded latent (1, 32, Hp/8, Wp/8); edge-replicated padding."""
     h, w = x.shape[2:]
     check_size(h, w, InputImageError, "image", model.codec.cfg.downsample)  # before padding
-    hp, wp = _padded(h, w, model.codec.cfg.downsample)
+    hp, wp = padded(h, w, model.codec.cfg.downsample)
     xp = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else x
     vae = load_vae()  # built outside inference mode: the encoder-time optimiser needs its grads
     with torch.inference_mode():
@@ -268,7 +264,7 @@ def decode(data: bytes, model: LoadedModel | None = None, decoder: str | None = 
     c = bitstream.parse(data, model.fingerprint, max_pixels())
     if len(c.sections) != 1:
         raise BitstreamError(f"this ulic version expects 1 section, the file has {len(c.sections)}")
-    hp, wp = _padded(c.height, c.width, model.codec.cfg.downsample)
+    hp, wp = padded(c.height, c.width, model.codec.cfg.downsample)
     z_c = model.codec.decompress(c.sections[0], (hp // 8, wp // 8), c.quality)
     t1 = time.perf_counter()
     latent, used, k, pixel = _refine(z_c, c.quality, model, decoder, steps, data, realism)

@@ -1,7 +1,7 @@
 """Dense settings grids for the classical baselines, screened by rate, so that their lower
 envelope (the best any setting reaches at each rate) is as good as the codec really is.
 
-    python -m ulic.evaluation.grid --codec hevc --data ../shared/data/kodak --q-step 2
+    python -m ulic.evaluation.grid --codec hevc --data "$ULIC_KODAK_DIR" --q-step 2
         prints the settings (downscale factors x qualities) whose mean bpp over the images lies
         in [--lo, --hi]; pass them to `ulic eval --codec hevc --settings ...`.
 

@@ -25,7 +25,7 @@ from PIL import Image, ImageOps
 from safetensors.torch import save_file
 
 from ulic.train.latents import list_images
-from ulic.vae.taef2 import SCALE
+from ulic.limits import PAD
 from ulic.weights import load_vae
 
 SCALES = (1.0, 0.75, 0.5)
@@ -68,8 +68,8 @@ def encode(crops: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def build(roots: list[Path], out: Path, size: int, per_image: int, n_val: int, seed: int) -> dict[str, int]:
     """Write the crop cache; returns counts."""
-    if size % SCALE:
-        raise ValueError(f"crop size must be a multiple of {SCALE}")
+    if size % PAD:
+        raise ValueError(f"crop size must be a multiple of {PAD} (the codec's downsampling)")
     rng = random.Random(seed)
     paths = [p for r in roots for p in list_images(r)]
     val = held_out(paths, n_val)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, nargs="+", required=True, help="folders of training photos")
     ap.add_argument("--out", type=Path, required=True, help="output .safetensors")
-    ap.add_argument("--size", type=int, default=128, help="crop side in pixels (multiple of 8)")
+    ap.add_argument("--size", type=int, default=128, help="crop side in pixels (multiple of 128)")
     ap.add_argument("--per-image", type=int, default=3)
     ap.add_argument("--n-val", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)

@@ -41,11 +41,16 @@ VAL_Q_BYTES = (40, 140)  # about 0.01 and 0.03 bpp on Kodak-sized photos
 
 
 def build_generator(model_folder: str | None, vae_decoder: torch.nn.Module) -> DiffusionDecoder:
-    """Stage-3 decoder (realism + pixel decoder) initialised from a stage-2 decoder and TAEF2."""
+    """Stage-3 decoder (realism + pixel decoder): a stage-3 decoder is trained on as it is; a
+    stage-2 decoder gains zero-initialised R inputs and TAEF2's decoder weights."""
     loaded = load_decoder(str(load_model(model_folder).folder))
     if loaded is None:
         raise SystemExit("the model has no stage-2 decoder to start from")
-    old, cfg = loaded
+    old, _ = loaded
+    if old.cfg.realism and old.cfg.pixel_decoder:
+        new = DiffusionDecoder(old.cfg)
+        new.load_state_dict(old.state_dict(), strict=True)
+        return new
     new = DiffusionDecoder(DiffusionConfig(**{**old.cfg.as_dict(), "realism": True, "pixel_decoder": True}))
     state = dict(old.state_dict())
     w = state["drm.head.weight"]  # (n, c + 1, 3, 3) -> (n, c + 2, 3, 3), the R plane at zero
@@ -76,19 +81,15 @@ def decode_batch(gen: DiffusionDecoder, codec, latents: torch.Tensor, q_byte: in
     with torch.no_grad():
         z_c = codec.reconstruct(latents, torch.full((len(latents),), q_byte / 255))
     lat = sample(gen, z_c, q_byte, steps, torch.randn_like(z_c), realism)
-    if bf16:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            img = gen.pixel(lat.contiguous(memory_format=torch.channels_last), realism).float()
-    else:
-        img = gen.pixel(lat, realism)
-    return img, z_c
+    return in_bf16(gen.pixel, bf16, lat.contiguous(memory_format=torch.channels_last), realism), z_c
 
 
-def perceptual(lp: LPIPS, a: torch.Tensor, b: torch.Tensor, bf16: bool) -> torch.Tensor:
+def in_bf16(fn, bf16: bool, *args: torch.Tensor) -> torch.Tensor:
+    """fn(*args), in bfloat16 autocast when asked (CPUs with native bf16); float32 result."""
     if not bf16:
-        return lp(a, b)
+        return fn(*args)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        return lp(a, b).float()
+        return fn(*args).float()
 
 
 def gan_weight(step: int, args: argparse.Namespace) -> float:
@@ -102,7 +103,7 @@ def train_step(step: int, parts: dict, crops: Crops, args: argparse.Namespace) -
     r = torch.rand(args.batch)
     img, z_c = decode_batch(gen, codec, lat, q_byte, r, args.k, args.bf16)
     mse = (img - target).pow(2).mean((1, 2, 3))
-    lpv = perceptual(lp, img.clamp(0, 1), target, args.bf16)
+    lpv = in_bf16(lp, args.bf16, img.clamp(0, 1), target)
     beta = gan_weight(step, args)
     adv = g_hinge(disc(img.clamp(0, 1), z_c)) if beta > 0 else torch.zeros_like(mse)
     loss_g = (args.w_mse * mse + r * (args.w_lpips * lpv + beta * adv)).mean()
