@@ -72,7 +72,7 @@ serve: setup
 	$(BIN)/ulic serve
 
 bench: setup
-	$(BIN)/python -m ulic.bench --data $(ULIC_KODAK_DIR) --out results/kodak/stage1_bench.json
+	$(BIN)/python -m ulic.tools.bench_codec --data $(ULIC_KODAK_DIR) --out results/kodak/stage1_bench.json
 
 clean:
 	rm -rf demo-out .pytest_cache

@@ -1,7 +1,10 @@
 """Shared fixtures: tiny seeded codec models and optional real data from ../shared."""
+
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +12,7 @@ import pytest
 import torch
 
 from ulic.codec.model import CodecConfig, LatentCodec, build_coding_state
-from ulic.codec.store import load_model, save_model
+from ulic.model_store import load_model, save_model
 
 TINY = CodecConfig(n_full=8, n=16, m=8, cz=8, n_hyper=16)
 
@@ -19,8 +22,9 @@ def weights_available() -> bool:
     return bool(d) and (Path(d) / "taef2_encoder.pth").is_file() and (Path(d) / "taef2_decoder.pth").is_file()
 
 
-needs_vae = pytest.mark.skipif(not weights_available(),
-                               reason="TAEF2 weights not found: set ULIC_WEIGHTS_DIR (see README)")
+needs_vae = pytest.mark.skipif(
+    not weights_available(), reason="TAEF2 weights not found: set ULIC_WEIGHTS_DIR (see README)"
+)
 
 
 def kodak_dir() -> Path | None:
@@ -60,7 +64,41 @@ def photo() -> np.ndarray:
     k = kodak_dir()
     if k is not None:
         from PIL import Image
+
         return np.asarray(Image.open(k / "kodim23.png").convert("RGB"))[100:228, 200:392].copy()
     yy, xx = np.mgrid[0:128, 0:192]
     img = np.stack([128 + 100 * np.sin(xx / 13), 128 + 90 * np.cos(yy / 9), (xx + yy) % 256], -1)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Run:
+    """What one in-process `ulic` command returned and printed."""
+
+    rc: int
+    out: str
+    err: str
+    seconds: float
+
+
+@pytest.fixture
+def cli(tiny_model, monkeypatch, capsys):
+    """`ulic ARGS` in this process with the tiny model and the default pixel limit."""
+    from ulic.model_store import load_model
+
+    monkeypatch.delenv("ULIC_MAX_PIXELS", raising=False)
+    load_model.cache_clear()
+
+    def run(*args) -> Run:
+        t = time.perf_counter()
+        from ulic.cli import main
+
+        try:
+            rc = main([str(a) for a in args])
+        except SystemExit as e:
+            rc = e.code
+        out, err = capsys.readouterr()
+        return Run(rc, out, err, time.perf_counter() - t)
+
+    yield run
+    load_model.cache_clear()

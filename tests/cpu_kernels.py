@@ -8,6 +8,7 @@ CI on any machine:
 
     python tests/cpu_kernels.py [pytest args...]   (default: the golden and decoder tests)
 """
+
 from __future__ import annotations
 
 import os
@@ -21,20 +22,35 @@ TESTS = ["tests/test_golden.py", "tests/test_realism.py", "tests/test_diffusion.
 def supported() -> list[str]:
     """Kernel families this machine can run, from the highest PyTorch chose by itself."""
     env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
-    top = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-                         env=env, capture_output=True, text=True, check=True).stdout.strip().lower()
-    return list(ORDER[:ORDER.index(top) + 1]) if top in ORDER else ["default"]
+    top = (
+        subprocess.run(
+            [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .lower()
+    )
+    return list(ORDER[: ORDER.index(top) + 1]) if top in ORDER else ["default"]
 
 
 def main(args: list[str]) -> int:
     failed = []
     for cap in supported():
         env = {**os.environ, "ATEN_CPU_CAPABILITY": cap}
-        used = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-                              env=env, capture_output=True, text=True, check=True).stdout.strip()
+        used = subprocess.run(
+            [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         print(f"== ATEN_CPU_CAPABILITY={cap} (PyTorch uses {used})", flush=True)
-        if subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(args or TESTS)],
-                          env=env).returncode:
+        if subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(args or TESTS)], env=env
+        ).returncode:
             failed.append(cap)
     print(f"cpu kernels: {'failed under ' + ', '.join(failed) if failed else 'all passed'}")
     return 1 if failed else 0

@@ -1,15 +1,15 @@
 """Whole pipeline with the real TAEF2 and a tiny seeded codec: sizes, modes, rate control."""
+
 import io
 
 import numpy as np
 import pytest
 import torch
+from conftest import needs_vae
 from PIL import Image
 
 from ulic import api
 from ulic.errors import BitstreamError, InputImageError, UlicError
-
-from conftest import needs_vae
 
 pytestmark = needs_vae
 
@@ -88,9 +88,14 @@ def test_palette_image(tiny_model, photo):
     assert api.encode(png_bytes(p), quality=10, model=tiny_model).width == photo.shape[1]
 
 
-@pytest.mark.parametrize("blob,msg", [(b"", "empty|cannot read|not a readable"),
-                                      (b"not an image at all", "not a readable"),
-                                      (png_bytes(Image.new("RGB", (15, 15))), "at least 16x16")])
+@pytest.mark.parametrize(
+    "blob,msg",
+    [
+        (b"", "empty|cannot read|not a readable"),
+        (b"not an image at all", "not a readable"),
+        (png_bytes(Image.new("RGB", (15, 15))), "at least 16x16"),
+    ],
+)
 def test_bad_images(tiny_model, blob, msg, tmp_path):
     p = tmp_path / "in.png"
     p.write_bytes(blob)

@@ -1,16 +1,17 @@
-"""`python -m ulic.bench --vae-only`: the TAEF2 ceiling measurement writes a sane JSON."""
+"""`python -m ulic.tools.bench_codec --vae-only`: the TAEF2 ceiling measurement writes a sane JSON."""
+
 from __future__ import annotations
 
 import json
 
-from PIL import Image
-
 from conftest import needs_vae
+from PIL import Image
 
 
 @needs_vae
 def test_vae_only_reports_round_trip_quality(tmp_path, photo):
-    from ulic import bench
+    from ulic.tools import bench_codec as bench
+
     d = tmp_path / "imgs"
     d.mkdir()
     Image.fromarray(photo).save(d / "a.png")

@@ -19,6 +19,7 @@ def test_crc16_matches_the_bitwise_definition():
             for _ in range(8):
                 crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
         return crc
+
     rng = random.Random(1)
     for n in (0, 1, 7, 300):
         blob = bytes(rng.randrange(256) for _ in range(n))

@@ -1,4 +1,5 @@
 """The `ulic` command as a user runs it: outputs, exit codes, one-line errors, atomic writes."""
+
 import json
 import os
 import subprocess
@@ -6,17 +7,22 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import needs_vae
+from PIL import Image
 
 pytestmark = needs_vae
 
 
 def ulic(*args, env_extra=None, cwd=None):
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "ulic.cli", *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ulic.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 @pytest.fixture

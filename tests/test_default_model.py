@@ -1,14 +1,13 @@
 """The shipped model: loads with its hash, fits the size budget, codes a photo sensibly."""
+
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
+from conftest import needs_vae
 
 from ulic import api
-from ulic.codec.store import DEFAULT_MODEL, load_model
-
-from conftest import needs_vae
+from ulic.model_store import DEFAULT_MODEL, load_model
 
 
 def test_shipped_model_loads_and_is_small():

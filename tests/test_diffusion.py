@@ -1,17 +1,16 @@
 """Stage 2: schedule identities, DDIM exactness, tiny seeded DRM/denoiser, storage, training."""
+
 import json
 
 import pytest
 import torch
+from conftest import needs_vae
 
 from ulic.diffusion.decode import refine, seed_from_bytes
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
-from ulic.diffusion.schedule import (DDIM, alphas_cumprod, cdm_forward, ddim_timesteps,
-                                     effective_noise, start_latent)
-from ulic.diffusion.store import load_decoder, save_decoder
+from ulic.diffusion.schedule import DDIM, alphas_cumprod, cdm_forward, ddim_timesteps, effective_noise, start_latent
 from ulic.errors import WeightsError
-
-from conftest import needs_vae
+from ulic.model_store import load_decoder, save_decoder
 
 TINY = DiffusionConfig(drm_width=8, drm_blocks=1, spatial=4, semantic=8, widths=(8, 16), blocks=1, emb=8)
 
@@ -98,11 +97,25 @@ def test_train_decoder_resume_and_export(tmp_path, tiny_model_dir):
     from test_train import fake_latents
 
     from ulic.train import export, train_decoder
+
     lat = tmp_path / "lat.safetensors"
     fake_latents(lat)
     run = tmp_path / "run"
-    common = ["--latents", str(lat), "--model", str(tiny_model_dir), "--run", str(run), "--batch", "2",
-              "--ckpt-every", "2", "--no-weights", "--config", json.dumps(TINY.as_dict())]
+    common = [
+        "--latents",
+        str(lat),
+        "--model",
+        str(tiny_model_dir),
+        "--run",
+        str(run),
+        "--batch",
+        "2",
+        "--ckpt-every",
+        "2",
+        "--no-weights",
+        "--config",
+        json.dumps(TINY.as_dict()),
+    ]
     assert train_decoder.main(common + ["--steps", "2"]) == 0
     assert train_decoder.main(common + ["--steps", "4"]) == 0
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
@@ -110,12 +123,18 @@ def test_train_decoder_resume_and_export(tmp_path, tiny_model_dir):
     out = tmp_path / "model"
     cfg = export.export_decoder(run / "checkpoint.safetensors", out, "diffusion")
     t = cfg["t_start"]
-    assert len(t) == 256 and all(a >= b for a, b in zip(t, t[1:]))  # lower rate, later start
+    assert len(t) == 256 and all(a >= b for a, b in zip(t, t[1:], strict=False))  # lower rate, later start
     assert load_decoder(str(out))[0].t_start.tolist() == t
     run2 = tmp_path / "run2"  # fine-tune the exported decoder: same weights at step 0
-    assert train_decoder.main(common[:4] + ["--run", str(run2), "--batch", "2", "--no-weights",
-                                            "--init", str(out), "--steps", "1", "--lr", "0"]) == 0
+    assert (
+        train_decoder.main(
+            common[:4]
+            + ["--run", str(run2), "--batch", "2", "--no-weights", "--init", str(out), "--steps", "1", "--lr", "0"]
+        )
+        == 0
+    )
     from safetensors.torch import load_file
+
     t2 = load_file(str(run2 / "checkpoint.safetensors"))
     ref = load_decoder(str(out))[0].state_dict()
     assert all(torch.equal(t2[f"model.{k}"], v) for k, v in ref.items() if k != "t_start")
@@ -125,7 +144,8 @@ def test_train_decoder_resume_and_export(tmp_path, tiny_model_dir):
 def tiny_model_with_decoder(tmp_path_factory):
     from conftest import make_tiny_codec
 
-    from ulic.codec.store import load_model, save_model
+    from ulic.model_store import load_model, save_model
+
     d = tmp_path_factory.mktemp("tiny_with_decoder")
     save_model(make_tiny_codec(), d, "tiny-test")
     save_decoder(_trained_ish(), d, {"default_decoder": "diffusion", "default_steps": 2})
@@ -136,6 +156,7 @@ def tiny_model_with_decoder(tmp_path_factory):
 def test_api_decoder_choice(tiny_model_with_decoder, tiny_model, photo):
     from ulic import api
     from ulic.errors import UlicError
+
     m = tiny_model_with_decoder
     data = api.encode(photo[:64, :96].copy(), quality=40, model=m).data
     d = api.decode(data, model=m)

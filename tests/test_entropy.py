@@ -3,8 +3,14 @@ import pytest
 import torch
 
 from ulic.codec import range_coder
-from ulic.codec.entropy_models import (PRECISION, FactorizedPrior, gaussian_likelihood,
-                                       gaussian_tables, quantize_pmf, scale_table)
+from ulic.codec.entropy_models import (
+    PRECISION,
+    FactorizedPrior,
+    gaussian_likelihood,
+    gaussian_tables,
+    quantize_pmf,
+    scale_table,
+)
 
 
 def test_quantize_pmf_sums_and_floor():

@@ -1,4 +1,5 @@
 """BD-rate: identities, the half-rate case, lower-is-better metrics and refusals."""
+
 from __future__ import annotations
 
 import numpy as np

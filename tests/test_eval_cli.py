@@ -1,4 +1,5 @@
 """`ulic eval` end to end on tiny synthetic images: baselines, caching/resume, outputs, containers."""
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,24 @@ def data_dir(tmp_path):
 
 def test_eval_runs_caches_and_writes_outputs(data_dir, tmp_path, capsys):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    argv = ["eval", "--data", str(data_dir), "--codec", "jpeg", "--settings", "jpeg:d2:q20", "jpeg:d1:q50",
-            "--metrics", "psnr,ms_ssim", "--out", str(out), "--cache", str(cache), "--workers", "1"]
+    argv = [
+        "eval",
+        "--data",
+        str(data_dir),
+        "--codec",
+        "jpeg",
+        "--settings",
+        "jpeg:d2:q20",
+        "jpeg:d1:q50",
+        "--metrics",
+        "psnr,ms_ssim",
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        "--workers",
+        "1",
+    ]
     a = _parser().parse_args(argv)
     assert a.func(a) == 0
     first = (out / "jpeg.csv").read_text()
@@ -82,6 +99,7 @@ def test_each_baseline_round_trips(setting):
         pytest.importorskip("imagecodecs")
     if codec == "avif":
         from PIL import features
+
         if not features.check("avif"):
             pytest.skip("Pillow built without AVIF")
     x = _image(3)
@@ -103,9 +121,27 @@ def test_jpeg_and_webp_payload_counting():
 
 
 def test_fid_settings_must_be_a_subset(data_dir, tmp_path):
-    a = _parser().parse_args(["eval", "--data", str(data_dir), "--codec", "jpeg", "--settings", "jpeg:d1:q50",
-                              "--fid", "64", "--fid-settings", "jpeg:d1:q20", "--out", str(tmp_path / "o"),
-                              "--cache", str(tmp_path / "c"), "--workers", "1"])
+    a = _parser().parse_args(
+        [
+            "eval",
+            "--data",
+            str(data_dir),
+            "--codec",
+            "jpeg",
+            "--settings",
+            "jpeg:d1:q50",
+            "--fid",
+            "64",
+            "--fid-settings",
+            "jpeg:d1:q20",
+            "--out",
+            str(tmp_path / "o"),
+            "--cache",
+            str(tmp_path / "c"),
+            "--workers",
+            "1",
+        ]
+    )
     with pytest.raises(UlicError, match="subset"):
         a.func(a)
 
@@ -113,18 +149,38 @@ def test_fid_settings_must_be_a_subset(data_dir, tmp_path):
 def test_fid_only_for_chosen_settings_with_workers(data_dir, tmp_path):
     from ulic.errors import WeightsError
     from ulic.evaluation.fid import inception
+
     try:
         inception()
     except WeightsError as e:
         pytest.skip(f"Inception weights unavailable: {e}")
     out, cache = tmp_path / "out", tmp_path / "cache"
-    argv = ["eval", "--data", str(data_dir), "--codec", "jpeg", "--settings", "jpeg:d2:q20", "jpeg:d1:q50",
-            "--metrics", "psnr", "--fid", "64", "--fid-settings", "jpeg:d1:q50", "--out", str(out),
-            "--cache", str(cache), "--workers", "2"]
+    argv = [
+        "eval",
+        "--data",
+        str(data_dir),
+        "--codec",
+        "jpeg",
+        "--settings",
+        "jpeg:d2:q20",
+        "jpeg:d1:q50",
+        "--metrics",
+        "psnr",
+        "--fid",
+        "64",
+        "--fid-settings",
+        "jpeg:d1:q50",
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        "--workers",
+        "2",
+    ]
     a = _parser().parse_args(argv)
     assert a.func(a) == 0
     res = json.loads((out / "jpeg.json").read_text())["results"]
-    fid = dict(zip(res["setting"], res["fid64"]))
+    fid = dict(zip(res["setting"], res["fid64"], strict=False))
     assert fid["jpeg:d2:q20"] is None and fid["jpeg:d1:q50"] > 0
     feats = sorted(p.name for p in cache.rglob("*-p64.npy"))
     assert len(feats) == 4  # two originals + two reconstructions of the chosen setting
@@ -137,9 +193,15 @@ def test_fid_only_for_chosen_settings_with_workers(data_dir, tmp_path):
 
 def test_compare_half_rate_is_minus_50_percent(tmp_path, capsys):
     def write(name, scale):
-        res = {"bpp": [0.01 * scale, 0.02 * scale, 0.04 * scale], "psnr-rgb": [18.0, 20.0, 22.0],
-               "lpips": [0.7, 0.6, 0.5], "fid64": [90.0, None, 50.0], "setting": ["a", "b", "c"]}
+        res = {
+            "bpp": [0.01 * scale, 0.02 * scale, 0.04 * scale],
+            "psnr-rgb": [18.0, 20.0, 22.0],
+            "lpips": [0.7, 0.6, 0.5],
+            "fid64": [90.0, None, 50.0],
+            "setting": ["a", "b", "c"],
+        }
         (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "results": res}))
+
     write("anchor", 1.0)
     write("test", 0.5)
     a = _parser().parse_args(["eval", "--compare", "anchor", "test", "--out", str(tmp_path)])
@@ -156,6 +218,7 @@ def test_compare_half_rate_is_minus_50_percent(tmp_path, capsys):
 def test_ulic_settings_name_the_optimisation_steps():
     from ulic.evaluation.cli import _settings
     from ulic.evaluation.runner import parse_ulic_setting
+
     assert _settings("ulic", ["50"], "diffusion4", 20) == ["ulic:q50:o20:diffusion4"]
     assert _settings("ulic", ["25"], "fast") == ["ulic:q25:fast"]
     assert parse_ulic_setting("ulic:q50:o20:diffusion4") == (50.0, 20, "diffusion", 4, None)

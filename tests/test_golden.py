@@ -1,5 +1,6 @@
 """Committed .ulic files must keep decoding to exactly the same symbols, and to the same
 pixels within a stated tolerance (float32 kernels differ by CPU: AVX-512, AVX2, none)."""
+
 import hashlib
 import json
 import sys
@@ -7,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_vae
 from PIL import Image
 
 from ulic import api, bitstream
-from ulic.codec.store import DEFAULT_MODEL, load_model
 from ulic.errors import BitstreamError
-
-from conftest import needs_vae
+from ulic.model_store import DEFAULT_MODEL, load_model
 
 GOLDEN = Path(__file__).parent / "golden"
 ENTRIES = json.loads((GOLDEN / "golden.json").read_text()) if (GOLDEN / "golden.json").exists() else {}
@@ -22,8 +22,12 @@ ENTRIES = json.loads((GOLDEN / "golden.json").read_text()) if (GOLDEN / "golden.
 MAX_LEVELS = 2
 MIN_IDENTICAL = 0.995
 
-pytestmark = [needs_vae, pytest.mark.skipif(not ENTRIES or not (DEFAULT_MODEL / "config.json").exists(),
-                                            reason="no golden files or no shipped model")]
+pytestmark = [
+    needs_vae,
+    pytest.mark.skipif(
+        not ENTRIES or not (DEFAULT_MODEL / "config.json").exists(), reason="no golden files or no shipped model"
+    ),
+]
 sys.path.insert(0, str(GOLDEN))
 
 
@@ -48,6 +52,7 @@ def pixel_mismatch(img: np.ndarray, ref: np.ndarray) -> str | None:
 
 def decode_golden(stem: str, decoder: str) -> tuple[np.ndarray, str]:
     from regenerate import decode_with_symbols
+
     img, y_hat = decode_with_symbols((GOLDEN / f"{stem}.ulic").read_bytes(), decoder)
     return img, hashlib.sha256(y_hat.numpy().tobytes()).hexdigest()
 
@@ -55,11 +60,13 @@ def decode_golden(stem: str, decoder: str) -> tuple[np.ndarray, str]:
 @pytest.mark.parametrize("stem", sorted(ENTRIES))
 def test_golden_file_decodes_identically(stem, default_model):
     from regenerate import _decoder_sha
+
     e = ENTRIES[stem]
     assert e["format_version"] == bitstream.FORMAT_VERSION, "format changed: keep old files decodable"
     assert default_model.config["weights_sha256"] == e["model_sha256"], (
         "the shipped model changed: old files no longer decode; regenerate the golden files "
-        "(tests/golden/regenerate.py) only together with a model id change")
+        "(tests/golden/regenerate.py) only together with a model id change"
+    )
     assert _decoder_sha(default_model) == e["decoder_sha256"], "the shipped decoder changed"
     img, y_hash = decode_golden(stem, e["decoder"])
     assert y_hash == e["y_hat_sha256"]
@@ -74,6 +81,7 @@ def test_golden_check_catches_a_symbol_change(default_model):
     body = bytes(data[:-2])
     data = body + bitstream.crc16(default_model.fingerprint[:4] + body).to_bytes(2, "big")
     from regenerate import decode_with_symbols
+
     try:
         _, y_hat = decode_with_symbols(data, ENTRIES[stem]["decoder"])
     except BitstreamError:
@@ -84,7 +92,8 @@ def test_golden_check_catches_a_symbol_change(default_model):
 def test_golden_check_catches_a_small_decoder_change(default_model):
     import torch
 
-    from ulic.diffusion.store import load_decoder
+    from ulic.model_store import load_decoder
+
     stem = sorted(ENTRIES)[0]
     dec, _ = load_decoder(str(default_model.folder))
     bias = dec.drm.to_coarse.bias
@@ -112,5 +121,6 @@ def test_version_1_file_still_decodes_to_the_same_symbols(default_model):
     old = (GOLDEN / f"v1_{stem}.ulic").read_bytes()
     assert old[:3] == b"UL\x01" and len(old) == len((GOLDEN / f"{stem}.ulic").read_bytes()) + 4
     from regenerate import decode_with_symbols
+
     _, y_hat = decode_with_symbols(old, ENTRIES[stem]["decoder"])
     assert hashlib.sha256(y_hat.numpy().tobytes()).hexdigest() == ENTRIES[stem]["y_hat_sha256"]

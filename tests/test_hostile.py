@@ -2,6 +2,7 @@
 5 s in one `ulic: error:` line and exit code 2, or in a correct result; cases 1-4 also run in a
 child process that reports its peak RSS (under 1 GB). Most cases are refused before the codec
 runs, so they need no VAE weights."""
+
 import errno
 import io
 import json
@@ -10,52 +11,20 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
+from conftest import Run, needs_vae
 from PIL import Image
 
 from ulic import api, bitstream
-from ulic.cli import main
 from ulic.errors import BitstreamError, InputImageError, OutputError, UlicError
-from ulic.fuzz import make_png, png_chunk
-from ulic.imageio import (OUTPUT_FORMATS, check_png_complete, image_format, load_image, png_pixel_bytes,
-                          save_atomic)
-
-from conftest import needs_vae
+from ulic.imageio import OUTPUT_FORMATS, check_png_complete, image_format, load_image, png_pixel_bytes, save_atomic
+from ulic.tools.fuzz import make_png, png_chunk
 
 SECONDS = 5.0
-
-
-@dataclass
-class Run:
-    rc: int
-    out: str
-    err: str
-    seconds: float
-
-
-@pytest.fixture
-def cli(tiny_model, monkeypatch, capsys):
-    """`ulic ARGS` in this process with the tiny model and the default pixel limit."""
-    from ulic.codec.store import load_model
-    monkeypatch.delenv("ULIC_MAX_PIXELS", raising=False)
-    load_model.cache_clear()
-
-    def run(*args) -> Run:
-        t = time.perf_counter()
-        try:
-            rc = main([str(a) for a in args])
-        except SystemExit as e:
-            rc = e.code
-        out, err = capsys.readouterr()
-        return Run(rc, out, err, time.perf_counter() - t)
-    yield run
-    load_model.cache_clear()
 
 
 def one_line_error(r: Run, match: str = "") -> str:
@@ -146,9 +115,9 @@ def tiny_jpeg(width: int, height: int) -> bytes:
     Image.new("RGB", (64, 64), (200, 10, 10)).save(b, format="JPEG")
     j = bytearray(b.getvalue())
     sof = j.index(b"\xff\xc0")
-    j[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    j[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
     sos = j.index(b"\xff\xda")
-    return bytes(j[:sos + 2 + int.from_bytes(j[sos + 2:sos + 4], "big")]) + bytes(4) + b"\xff\xd9"
+    return bytes(j[: sos + 2 + int.from_bytes(j[sos + 2 : sos + 4], "big")]) + bytes(4) + b"\xff\xd9"
 
 
 def test_case03_tiny_jpeg_declaring_8000x8000(cli, tmp_path):
@@ -159,11 +128,13 @@ def test_case03_tiny_jpeg_declaring_8000x8000(cli, tmp_path):
     assert load_image(tiny_jpeg(16, 16)).shape == (1, 3, 16, 16)  # a 16x16 image fits in 4 bytes
 
 
-@pytest.mark.parametrize("mode,kw", [("RGB", {}), ("RGB", {"progressive": True}), ("L", {}),
-                                     ("CMYK", {}), ("RGB", {"subsampling": 0})])
+@pytest.mark.parametrize(
+    "mode,kw", [("RGB", {}), ("RGB", {"progressive": True}), ("L", {}), ("CMYK", {}), ("RGB", {"subsampling": 0})]
+)
 def test_flat_jpegs_pass_the_size_check(mode, kw):
     """The smallest real JPEGs (flat images) are above one bit per block."""
     from ulic.imageio import jpeg_min_bytes
+
     b = io.BytesIO()
     Image.new("RGB", (1024, 768), (128, 128, 128)).convert(mode).save(b, format="JPEG", quality=5, **kw)
     assert 0 < jpeg_min_bytes(io.BytesIO(b.getvalue())) < len(b.getvalue())
@@ -173,6 +144,7 @@ def test_flat_jpegs_pass_the_size_check(mode, kw):
 def test_length_bounds_hold_for_real_files(tiny_model, photo):
     """Real files sit inside the bounds that hostile files are refused by."""
     from ulic.limits import check_container_length, coded_bytes_bounds
+
     torch.manual_seed(0)
     for scale in (0.0, 1.0, 30.0):
         latent = torch.randn(1, 32, 16, 32) * scale  # the latent of a 100x200 image (padded 128x256)
@@ -210,14 +182,16 @@ def test_case04_endless_fifo_read_no_further_than_the_header_allows(cli, tiny_mo
                     f.write(bytes(1 << 16))
         except BrokenPipeError:
             pass
+
     t = threading.Thread(target=writer, daemon=True)
     t.start()
     one_line_error(cli("decompress", fifo, "-o", tmp_path / "o.png"), "more than a 128x128 image can take")
     t.join(5)
 
 
-@pytest.mark.parametrize("size,match", [(20_000_000, "more than a 8192x8192 image can take"),
-                                        (2_000_000, "integrity check failed")])
+@pytest.mark.parametrize(
+    "size,match", [(20_000_000, "more than a 8192x8192 image can take"), (2_000_000, "integrity check failed")]
+)
 def test_case04_long_file_with_bad_check(cli, tiny_model, tmp_path, size, match):
     """20 MB is more than the tiny model's 8192x8192 files can take (the shipped model's can:
     its check then fails at C speed); 2 MB reaches the check."""
@@ -231,31 +205,40 @@ def test_case04_long_file_with_bad_check(cli, tiny_model, tmp_path, size, match)
 def test_cases_1_to_4_bounded_in_a_child_process(tiny_model, tiny_model_dir, tmp_path):
     """The files of cases 1-4 through the CLI in one child process: each ends in exit code 2
     within 5 s, and the process's peak RSS stays under 1 GB."""
-    files = {"c1a.ulic": container(tiny_model, 1, 67_108_864, b"\0" * 4),
-             "c1b.ulic": container(tiny_model, 16, 4_194_304, b"\0" * 4), "c2.png": strip_png(),
-             "c3a.ulic": container(tiny_model, 2048, 2048, b"\1" * 4),
-             "c3b.png": make_png(8000, 8000, (b"\0" + bytes(24000)) * 2),
-             "c4c.ulic": container(tiny_model, 8192, 8192, bytes(20_000_000))}
+    files = {
+        "c1a.ulic": container(tiny_model, 1, 67_108_864, b"\0" * 4),
+        "c1b.ulic": container(tiny_model, 16, 4_194_304, b"\0" * 4),
+        "c2.png": strip_png(),
+        "c3a.ulic": container(tiny_model, 2048, 2048, b"\1" * 4),
+        "c3b.png": make_png(8000, 8000, (b"\0" + bytes(24000)) * 2),
+        "c4c.ulic": container(tiny_model, 8192, 8192, bytes(20_000_000)),
+    }
     files["c4c.ulic"] = files["c4c.ulic"][:-1] + bytes([files["c4c.ulic"][-1] ^ 1])  # bad check
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     with open(tmp_path / "c4a.ulic", "wb") as f:  # 1 GB, sparse
         f.write(files["c3a.ulic"])
         f.truncate(1 << 30)
-    cases = [["compress", str(tmp_path / n), "-o", str(tmp_path / f"{n}.ulic")] if n.endswith(".png") else
-             ["decompress", str(tmp_path / n), "-o", str(tmp_path / f"{n}.png")]
-             for n in sorted(files) + ["c4a.ulic", "/dev/zero"]]
+    cases = [
+        ["compress", str(tmp_path / n), "-o", str(tmp_path / f"{n}.ulic")]
+        if n.endswith(".png")
+        else ["decompress", str(tmp_path / n), "-o", str(tmp_path / f"{n}.png")]
+        for n in sorted(files) + ["c4a.ulic", "/dev/zero"]
+    ]
     # peak RSS from VmHWM: ru_maxrss is inherited from the forking (pytest) process on Linux
-    script = ("import json, sys, time\nfrom ulic.cli import main\nres = []\n"
-              "for args in json.loads(sys.argv[1]):\n"
-              "    t = time.perf_counter(); rc = main(args); res.append([rc, time.perf_counter() - t])\n"
-              "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
-              "rss = int(hwm.split()[1]) / 1024\n"
-              "print(json.dumps({'runs': res, 'rss_mb': rss}))")
+    script = (
+        "import json, sys, time\nfrom ulic.cli import main\nres = []\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    t = time.perf_counter(); rc = main(args); res.append([rc, time.perf_counter() - t])\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+        "rss = int(hwm.split()[1]) / 1024\n"
+        "print(json.dumps({'runs': res, 'rss_mb': rss}))"
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1", ULIC_MODEL_DIR=str(tiny_model_dir))
     env.pop("ULIC_MAX_PIXELS", None)
-    r = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], capture_output=True, text=True,
-                       env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(cases)], capture_output=True, text=True, env=env, timeout=120
+    )
     report = json.loads(r.stdout.splitlines()[-1])
     assert [rc for rc, _ in report["runs"]] == [2] * len(cases), r.stderr
     assert max(s for _, s in report["runs"]) < SECONDS, report
@@ -271,8 +254,13 @@ def _node(path, kind: str) -> None:
         os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # a copy of /dev/null
 
 
-@pytest.mark.parametrize("kind", ["fifo", pytest.param("chardev", marks=pytest.mark.skipif(
-    os.geteuid() != 0, reason="mknod of a device needs root"))])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "fifo",
+        pytest.param("chardev", marks=pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a device needs root")),
+    ],
+)
 def test_case05_device_output_refused(cli, img_path, tmp_path, kind):
     node = tmp_path / "node"
     _node(node, kind)
@@ -354,8 +342,9 @@ def test_case09_png_with_missing_rows(cli, tmp_path):
 
 
 @pytest.mark.parametrize("interlace", [0, 1])
-@pytest.mark.parametrize("w,h,depth,colour", [(1, 1, 8, 2), (3, 5, 1, 0), (17, 23, 8, 2), (33, 16, 16, 6),
-                                               (16, 17, 4, 3), (20, 9, 2, 0)])
+@pytest.mark.parametrize(
+    "w,h,depth,colour", [(1, 1, 8, 2), (3, 5, 1, 0), (17, 23, 8, 2), (33, 16, 16, 6), (16, 17, 4, 3), (20, 9, 2, 0)]
+)
 def test_png_pixel_bytes_match_pillow(w, h, depth, colour, interlace):
     """Complete PNGs (interlaced too) pass the check and Pillow reads them; one byte short fails."""
     need = png_pixel_bytes(w, h, depth, colour, interlace)
@@ -379,22 +368,29 @@ def test_png_split_over_idat_chunks_is_complete(photo):
 
 # -- 10: --threads and other options checked by the parser -----------------------------------------
 @pytest.mark.parametrize("value", ["-1", "0", "abc", "1e9"])
-@pytest.mark.parametrize("command", ["compress", "decompress", "info", "compress-dir", "decompress-dir",
-                                     "demo", "eval", "train-codec"])
+@pytest.mark.parametrize(
+    "command", ["compress", "decompress", "info", "compress-dir", "decompress-dir", "demo", "eval", "train-codec"]
+)
 def test_case10_bad_threads_every_subcommand(cli, command, value):
     one_line_error(cli("--threads", value, command, "x"), "--threads")
 
 
-@pytest.mark.parametrize("args,match", [(["compress", "x.png", "--quality", "101"], "--quality"),
-                                        (["compress", "x.png", "--quality", "nan"], "--quality"),
-                                        (["compress", "x.png", "--bpp", "0"], "--bpp"),
-                                        (["compress", "x.png", "--bpp", "inf"], "--bpp"),
-                                        (["compress", "x.png", "--max-bytes", "1.5"], "--max-bytes"),
-                                        (["compress", "x.png", "--optimize", "-1"], "--optimize"),
-                                        (["decompress", "x.ulic", "--steps", "0"], "--steps"),
-                                        (["decompress", "x.ulic", "--realism", "2"], "realism"),
-                                        (["compress-dir", "in", "-o", "out", "--quality", "101"], "--quality"),
-                                        (["frobnicate"], "invalid choice"), ([], "required")])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["compress", "x.png", "--quality", "101"], "--quality"),
+        (["compress", "x.png", "--quality", "nan"], "--quality"),
+        (["compress", "x.png", "--bpp", "0"], "--bpp"),
+        (["compress", "x.png", "--bpp", "inf"], "--bpp"),
+        (["compress", "x.png", "--max-bytes", "1.5"], "--max-bytes"),
+        (["compress", "x.png", "--optimize", "-1"], "--optimize"),
+        (["decompress", "x.ulic", "--steps", "0"], "--steps"),
+        (["decompress", "x.ulic", "--realism", "2"], "realism"),
+        (["compress-dir", "in", "-o", "out", "--quality", "101"], "--quality"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
 def test_options_checked_before_any_work(cli, tmp_path, monkeypatch, args, match):
     monkeypatch.chdir(tmp_path)
     one_line_error(cli(*args), match)
@@ -413,16 +409,29 @@ def test_case11_compress_default_model_unsupported_input(cli):
         api.compress(None)
 
 
-@pytest.mark.parametrize("kw", [{"bpp": "0.1"}, {"bpp": float("nan")}, {"max_bytes": float("nan")},
-                                {"max_bytes": 10.5}, {"max_bytes": True}, {"quality": True},
-                                {"quality": "50"}, {"optimize": 2.0}, {"optimize": True}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"bpp": "0.1"},
+        {"bpp": float("nan")},
+        {"max_bytes": float("nan")},
+        {"max_bytes": 10.5},
+        {"max_bytes": True},
+        {"quality": True},
+        {"quality": "50"},
+        {"optimize": 2.0},
+        {"optimize": True},
+    ],
+)
 def test_case11_bad_encode_options_before_any_work(kw):
     with pytest.raises(UlicError):
         api.encode("/no/such/file.png", **kw)  # the option fails first: no model, no file
 
 
-@pytest.mark.parametrize("kw", [{"steps": 2.5}, {"steps": True}, {"steps": 0}, {"decoder": "best"},
-                                {"realism": "1"}, {"realism": float("nan")}])
+@pytest.mark.parametrize(
+    "kw",
+    [{"steps": 2.5}, {"steps": True}, {"steps": 0}, {"decoder": "best"}, {"realism": "1"}, {"realism": float("nan")}],
+)
 def test_case11_bad_decode_options(kw):
     with pytest.raises(UlicError):
         api.decompress(b"\xe2junk", **kw)
@@ -496,6 +505,7 @@ def test_case13_disk_full_names_the_output(tmp_path, monkeypatch):
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
     monkeypatch.setattr("ulic.imageio.os.fsync", full)
     with pytest.raises(OutputError, match=r"out\.ulic: cannot write \(No space left on device\)"):
         save_atomic(b"new", p)
@@ -525,6 +535,7 @@ def test_case14_hostile_files_in_decompress_dir_fail_alone(cli, tiny_model, tmp_
         if data.endswith(container(tiny_model, 64, 64, b"\1" * 40)[-8:]):
             raise RuntimeError("boom")
         return real(data, *a, **kw)
+
     monkeypatch.setattr(api, "decode", buggy)
     r = cli("decompress-dir", src, "-o", tmp_path / "out")
     assert r.rc == 1 and "0 done, 0 skipped, 4 failed" in r.err, r.err

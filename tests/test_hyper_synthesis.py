@@ -1,5 +1,6 @@
 """The integer hyper-synthesis must give bit-identical outputs whatever the thread count or the
 precision used elsewhere, and stay close to the float network it was made from."""
+
 import torch
 
 from ulic.codec.hyper_synthesis import HyperSynthesis, IntegerHyperSynthesis, integerize
@@ -35,7 +36,8 @@ def test_exact_against_naive_summation_order():
     z = torch.randint(-6, 7, (1, 8, 4, 4))
     a = hs_int(z)
     flipped = IntegerHyperSynthesis(
-        {k.replace("_", ".", 1): (v.flip(1) if k == "0_weight" else v) for k, v in hs_int.state_dict().items()}, m=8)
+        {k.replace("_", ".", 1): (v.flip(1) if k == "0_weight" else v) for k, v in hs_int.state_dict().items()}, m=8
+    )
     b = flipped(z.flip(1))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 

@@ -1,5 +1,6 @@
 """Notebook support: the Result object (display, numbers, atomic saves) and docs/example.ipynb,
 whose code cells are run in order as a notebook would run them."""
+
 from __future__ import annotations
 
 import io
@@ -9,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import needs_vae
 from PIL import Image
 
 from ulic.errors import UlicError
 from ulic.result import Result, measure
-
-from conftest import needs_vae
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "example.ipynb"
 
@@ -28,8 +28,9 @@ def test_result_displays_and_reports():
     s = r.summary()
     assert (s["bytes"], s["width"], s["height"], s["decoder"], s["lpips"]) == (12, 48, 32, "diffusion", None)
     assert json.dumps(s)
-    assert repr(r) == ("<ulic 48x32: 12 bytes, 0.0625 bpp, diffusion 4 steps, PSNR 21.00 dB, "
-                           "encode 1.50 s, decode 0.50 s>")
+    assert repr(r) == (
+        "<ulic 48x32: 12 bytes, 0.0625 bpp, diffusion 4 steps, PSNR 21.00 dB, " "encode 1.50 s, decode 0.50 s>"
+    )
 
 
 def test_result_saves(tmp_path):
@@ -59,6 +60,7 @@ def code_cells() -> list[str]:
 def pillow_plugin():
     """The notebook imports ulic.pillow; the format is registered for this test only."""
     import ulic.pillow
+
     ulic.pillow.register()
     yield
     ulic.pillow.unregister()

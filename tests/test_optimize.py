@@ -1,17 +1,17 @@
 """Encode-time optimisation: tiled pixel gradients equal the one-pass ones, and tuning helps."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import needs_vae
 
 from ulic import api
 from ulic.codec.model import lmbda_of
 from ulic.codec.optimize import optimize_latents, pixel_sse_grad
 from ulic.errors import UlicError
 from ulic.vae.taef2 import make_decoder
-
-from conftest import needs_vae
 
 
 def test_tiled_pixel_gradient_equals_one_pass():
@@ -32,6 +32,7 @@ def test_tiled_pixel_gradient_equals_one_pass():
 @needs_vae
 def test_optimize_lowers_the_real_cost(tiny_model, photo):
     """At a fixed q, the tuned latents' real bytes + lambda * MSE is not above the start's."""
+
     def cost(r: api.EncodeResult) -> float:
         x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
         y = api.decode(r.data, tiny_model, decoder="mse").image

@@ -1,19 +1,19 @@
 """The Pillow plugin (ulic.pillow): registration, round trips through Image.save / Image.open, and
 decoder options."""
+
 from __future__ import annotations
 
 import io
 
 import numpy as np
 import pytest
+from conftest import needs_vae
 from PIL import Image, UnidentifiedImageError
 
 import ulic.pillow
 from ulic import api
 from ulic.errors import BitstreamError
 from ulic.imageio import load_image
-
-from conftest import needs_vae
 
 ulic.pillow.unregister()  # importing registers the format; only this module's tests need it
 

@@ -1,19 +1,19 @@
 """Stage 3: pixel decoder, realism conditioning, discriminator, store and API plumbing."""
+
 import dataclasses
 import json
 
 import pytest
 import torch
+from conftest import needs_vae
 
 from ulic.diffusion.decode import refine, sample
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.diffusion.pixel_decoder import PixelDecoder
-from ulic.diffusion.store import load_decoder, save_decoder
+from ulic.model_store import load_decoder, save_decoder
 from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
 from ulic.vae.taef2 import make_decoder
 from ulic.vae.tiling import decode_tiled
-
-from conftest import needs_vae
 
 TINY = DiffusionConfig(drm_width=8, drm_blocks=1, spatial=4, semantic=8, widths=(8, 16), blocks=1, emb=8)
 TINY_R = dataclasses.replace(TINY, realism=True, pixel_decoder=True)
@@ -114,15 +114,34 @@ def test_stage3_training_steps_checkpoint_and_resume(tmp_path):
 
     from ulic.train.train_realism import main
     from ulic.weights import load_vae
+
     g = torch.Generator().manual_seed(0)
     pixels = (torch.rand(4, 3, 128, 128, generator=g) * 255).to(torch.uint8)  # latents: multiples of 16
     with torch.no_grad():
         latents = load_vae().encoder(pixels.float() / 255).half()
     crops = tmp_path / "crops.safetensors"
-    save_file({"pixels": pixels, "latents": latents, "val_pixels": pixels[:2].clone(),
-               "val_latents": latents[:2].clone()}, str(crops))
-    args = ["--crops", str(crops), "--run", str(tmp_path / "run"), "--batch", "2", "--k", "2",
-            "--gan-start", "0", "--gan-ramp", "1", "--ckpt-every", "1", "--val-every", "100"]
+    save_file(
+        {"pixels": pixels, "latents": latents, "val_pixels": pixels[:2].clone(), "val_latents": latents[:2].clone()},
+        str(crops),
+    )
+    args = [
+        "--crops",
+        str(crops),
+        "--run",
+        str(tmp_path / "run"),
+        "--batch",
+        "2",
+        "--k",
+        "2",
+        "--gan-start",
+        "0",
+        "--gan-ramp",
+        "1",
+        "--ckpt-every",
+        "1",
+        "--val-every",
+        "100",
+    ]
     assert main(args + ["--steps", "2"]) == 0
     assert main(args + ["--steps", "3"]) == 0
     lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()

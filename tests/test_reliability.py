@@ -1,4 +1,5 @@
 """Hostile inputs, tiled VAE, fuzzing, exact entropy decoding and batches that lose nothing."""
+
 import io
 import os
 import signal
@@ -9,16 +10,15 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import needs_vae
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from ulic import api, bitstream
 from ulic.errors import BitstreamError, InputImageError, UlicError
-from ulic.fuzz import make_png
 from ulic.imageio import save_atomic
-
-from conftest import needs_vae
+from ulic.tools.fuzz import make_png
 
 pytestmark = needs_vae
 
@@ -71,6 +71,7 @@ def test_huge_header_is_refused_before_decoding(tiny_model):
 def test_tiled_vae_equals_one_pass(photo):
     from ulic.vae.tiling import decode_tiled, encode_tiled
     from ulic.weights import load_vae
+
     vae = load_vae()
     x = torch.from_numpy(photo[:128, :192].copy()).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode():
@@ -83,11 +84,11 @@ def test_tiled_vae_equals_one_pass(photo):
 
 # -- hostile bitstreams ---------------------------------------------------------------------------
 def test_fuzz_campaign_short(tiny_model, monkeypatch):
-    """A short run of the campaign in ulic.fuzz: no crashes, no hangs."""
-    from ulic.fuzz import run_campaign, seed_files
+    """A short run of the campaign in ulic.tools.fuzz: no crashes, no hangs."""
+    from ulic.tools.fuzz import run_campaign, seed_files
+
     monkeypatch.setenv("ULIC_MAX_PIXELS", str(256 * 256))
-    rep = run_campaign(seed_files(tiny_model, sizes=((64, 96), (130, 17))), tiny_model, n=120,
-                       hang_s=10)
+    rep = run_campaign(seed_files(tiny_model, sizes=((64, 96), (130, 17))), tiny_model, n=120, hang_s=10)
     assert rep.crashes == [] and rep.hangs == []
     assert rep.outcomes.get("image", 0) > 0 and rep.outcomes.get("BitstreamError", 0) > 0
     assert all(rep.tried[k] == 15 for k in rep.tried)  # every kind, in turn
@@ -98,7 +99,8 @@ def test_fuzz_campaign_short(tiny_model, monkeypatch):
 
 def test_image_fuzz_kinds_are_cheap_and_never_crash(tiny_model, monkeypatch):
     """The image kinds alone (no codec work): many inputs, some valid images among them."""
-    from ulic.fuzz import run_campaign
+    from ulic.tools.fuzz import run_campaign
+
     monkeypatch.setenv("ULIC_MAX_PIXELS", str(512 * 512))
     rep = run_campaign([], tiny_model, n=600, kinds=("png", "image"))
     assert rep.crashes == [] and rep.hangs == []
@@ -109,7 +111,8 @@ def test_structure_aware_mutations_keep_the_check_valid(tiny_model):
     """`size` inputs carry a valid check, so they reach the size and length checks."""
     import random
 
-    from ulic.fuzz import mutate_size, seed_files
+    from ulic.tools.fuzz import mutate_size, seed_files
+
     seeds = seed_files(tiny_model, sizes=((64, 96),), qualities=(50,))
     rng = random.Random(0)
     for _ in range(50):
@@ -121,8 +124,11 @@ def test_structure_aware_mutations_keep_the_check_valid(tiny_model):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=300), lead=st.sampled_from(["", "v1", "v2"]))
 def test_decoder_never_crashes_on_arbitrary_bytes(tiny_model, data, lead):
-    prefix = {"": b"", "v1": bitstream.MAGIC + bytes([1, tiny_model.model_id]),
-              "v2": bytes([bitstream.LEAD_MAGIC | bitstream.FORMAT_VERSION])}[lead]
+    prefix = {
+        "": b"",
+        "v1": bitstream.MAGIC + bytes([1, tiny_model.model_id]),
+        "v2": bytes([bitstream.LEAD_MAGIC | bitstream.FORMAT_VERSION]),
+    }[lead]
     raw = prefix + data
     try:
         d = api.decode(raw, model=tiny_model)
@@ -144,14 +150,14 @@ def test_entropy_parameters_independent_of_float_precision_and_threads(tiny_mode
     networks and 1 vs 2 threads give identical indexes and identical y_hat."""
     codec = tiny_model.codec
     z_hat = torch.randint(-6, 7, (1, codec.cfg.cz, 3, 5))
-    ref = [codec._entropy_params(z_hat, q) for q in (0, 128, 255)]
+    ref = [codec.entropy_params(z_hat, q) for q in (0, 128, 255)]
     n = torch.get_num_threads()
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
             with torch.autocast("cpu", enabled=False):
-                for (mean, idx), q in zip(ref, (0, 128, 255)):
-                    m2, i2 = codec._entropy_params(z_hat, q)
+                for (mean, idx), q in zip(ref, (0, 128, 255), strict=False):
+                    m2, i2 = codec.entropy_params(z_hat, q)
                     assert torch.equal(idx, i2) and torch.equal(mean, m2)
     finally:
         torch.set_num_threads(n)
@@ -159,8 +165,8 @@ def test_entropy_parameters_independent_of_float_precision_and_threads(tiny_mode
     codec_f64.load_state_dict(codec.state_dict())
     codec_f64.coding = codec.coding
     codec_f64.double()
-    for (mean, idx), q in zip(ref, (0, 128, 255)):
-        m2, i2 = codec_f64._entropy_params(z_hat, q)
+    for (mean, idx), q in zip(ref, (0, 128, 255), strict=False):
+        m2, i2 = codec_f64.entropy_params(z_hat, q)
         assert torch.equal(idx, i2) and torch.equal(mean, m2)
 
 
@@ -173,8 +179,9 @@ def test_save_atomic_leaves_no_temp(tmp_path):
 
 def _cli(*args, env=None):
     e = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "ulic.cli", *map(str, args)], capture_output=True,
-                          text=True, env=e, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ulic.cli", *map(str, args)], capture_output=True, text=True, env=e, timeout=300
+    )
 
 
 @pytest.fixture
@@ -213,9 +220,12 @@ def test_kill_9_loses_nothing_and_leaves_no_partial_files(tiny_model_dir, photo,
         Image.fromarray(np.roll(photo, 5 * i, axis=0)).save(src / f"i{i:02d}.png")
     out = tmp_path / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1", ULIC_MODEL_DIR=str(tiny_model_dir))
-    p = subprocess.Popen([sys.executable, "-m", "ulic.cli", "compress-dir", src, "-o", out,
-                          "--quality", "40", "--optimize", "2"], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "ulic.cli", "compress-dir", src, "-o", out, "--quality", "40", "--optimize", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("*.ulic"))) < 3:
         time.sleep(0.05)
@@ -225,15 +235,25 @@ def test_kill_9_loses_nothing_and_leaves_no_partial_files(tiny_model_dir, photo,
     assert all(not f.name.startswith(".") for f in done), done  # no temporary files left
     for f in done:  # everything present is complete
         api.decode(f.read_bytes(), model=_load(tiny_model_dir))
-    r = _cli("compress-dir", src, "-o", out, "--quality", "40", "--optimize", "2",
-             env={"ULIC_MODEL_DIR": str(tiny_model_dir)})
+    r = _cli(
+        "compress-dir",
+        src,
+        "-o",
+        out,
+        "--quality",
+        "40",
+        "--optimize",
+        "2",
+        env={"ULIC_MODEL_DIR": str(tiny_model_dir)},
+    )
     assert r.returncode == 0, r.stderr
     assert f"{12 - len(done)} done, {len(done)} skipped, 0 failed" in r.stderr
     assert len(list(out.glob("*.ulic"))) == 12
 
 
 def _load(d):
-    from ulic.codec.store import load_model
+    from ulic.model_store import load_model
+
     return load_model(str(d))
 
 
@@ -263,6 +283,7 @@ def test_pth_loading_runs_no_code(tmp_path, monkeypatch):
     import pickle
 
     from ulic.vae.taef2 import TAEF2
+
     monkeypatch.chdir(tmp_path)
     p = tmp_path / "evil.pth"
     p.write_bytes(pickle.dumps({"0.weight": _Evil()}))
@@ -274,6 +295,7 @@ def test_pth_loading_runs_no_code(tmp_path, monkeypatch):
 def test_weights_with_wrong_hash_refused(tmp_path):
     from ulic.errors import WeightsError
     from ulic.weights import find_weight
+
     (tmp_path / "taef2_encoder.pth").write_bytes(b"not the pinned file")
     with pytest.raises(WeightsError, match="sha256"):
         find_weight("taef2_encoder.pth", tmp_path, allow_download=False)

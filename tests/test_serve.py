@@ -2,6 +2,7 @@
 on 127.0.0.1) driven in headless Chromium: a non-image and a 60-Mpixel upload get a clear
 message, a 256x256 image is coded and shown, its numbers match the downloads, and a screenshot is
 saved to results/serve/ulic-serve.png."""
+
 from __future__ import annotations
 
 import io
@@ -17,12 +18,12 @@ from PIL import Image
 pytest.importorskip("flask", reason="ulic serve needs Flask: make setup installs ulic[serve]")
 pytest.importorskip("waitress", reason="ulic serve needs waitress: make setup installs ulic[serve]")
 
+from conftest import kodak_dir, needs_vae  # noqa: E402
+
 from ulic import api  # noqa: E402
 from ulic.imageio import load_image, save_atomic  # noqa: E402
 from ulic.serve.app import create_app  # noqa: E402
 from ulic.serve.cli import make_server, stop  # noqa: E402
-
-from conftest import kodak_dir, needs_vae  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "results" / "serve" / "ulic-serve.png"
@@ -70,8 +71,9 @@ def wait_job(client, job_id: str, limit_s: float = 120) -> dict:
 def test_rejects_non_images_and_huge_images(huge_png):
     client = create_app().test_client()
     r = post(client, b"just some text\n", "notes.txt")
-    assert r.status_code == 400 and r.json["error"] == \
-        "notes.txt is not an image (use PNG, JPEG, WebP, TIFF, BMP, GIF …)"
+    assert (
+        r.status_code == 400 and r.json["error"] == "notes.txt is not an image (use PNG, JPEG, WebP, TIFF, BMP, GIF …)"
+    )
     r = post(client, huge_png, "huge.png")
     assert r.status_code == 400 and "8000x7500 = 60.0 Mpixel" in r.json["error"]
     assert "up to 16.0 Mpixel" in r.json["error"]
@@ -82,8 +84,10 @@ def test_rejects_non_images_and_huge_images(huge_png):
 def test_limits_and_bad_choices(test_image):
     client = create_app(max_upload_bytes=4096).test_client()
     r = post(client, os.urandom(8192), "big.png")
-    assert r.status_code == 413 and r.json["error"] == \
-        "the upload is larger than this server's limit of 4 kB (ulic serve --max-upload-mb)"
+    assert (
+        r.status_code == 413
+        and r.json["error"] == "the upload is larger than this server's limit of 4 kB (ulic serve --max-upload-mb)"
+    )
     small = png_bytes(test_image.resize((32, 32)))
     assert "target must be one of" in post(client, small, "a.png", target="kb").json["error"]
     assert "decoder must be one of" in post(client, small, "a.png", decoder="x").json["error"]
@@ -95,8 +99,15 @@ def test_limits_and_bad_choices(test_image):
 @needs_vae
 def test_job_through_the_api(test_image):
     client = create_app().test_client()
-    r = post(client, png_bytes(test_image.convert("RGBA")), "photo.png", target="bytes", value="400",
-             decoder="mse", lpips="0")
+    r = post(
+        client,
+        png_bytes(test_image.convert("RGBA")),
+        "photo.png",
+        target="bytes",
+        value="400",
+        decoder="mse",
+        lpips="0",
+    )
     assert r.status_code == 202
     job = wait_job(client, r.json["id"])
     assert job["state"] == "done", job["error"]
@@ -112,6 +123,7 @@ def test_job_through_the_api(test_image):
 
 
 # ---- the real server in a real browser ----
+
 
 def browser_missing() -> str | None:
     for path in (CHROMIUM, CHROMEDRIVER):
@@ -141,13 +153,23 @@ def browser(server_url, tmp_path_factory):  # after the server, so closed before
         pytest.skip(reason)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for downloads
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,1000",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(30)
@@ -157,6 +179,7 @@ def browser(server_url, tmp_path_factory):  # after the server, so closed before
 
 def upload(driver, path: Path) -> None:
     from selenium.webdriver.common.by import By
+
     driver.find_element(By.ID, "file").send_keys(str(path))
     driver.find_element(By.ID, "run").click()
 
@@ -164,12 +187,15 @@ def upload(driver, path: Path) -> None:
 def shown(driver, element_id: str, limit_s: float) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
     WebDriverWait(driver, limit_s, poll_frequency=0.05).until(
-        lambda d: d.find_element(By.ID, element_id).is_displayed())
+        lambda d: d.find_element(By.ID, element_id).is_displayed()
+    )
 
 
 def text(driver, element_id: str) -> str:
     from selenium.webdriver.common.by import By
+
     return driver.find_element(By.ID, element_id).text
 
 
@@ -183,6 +209,7 @@ def rejected(driver, path: Path, message: str) -> None:
 def test_browser_round_trip(browser, server_url, test_image, huge_png, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
+
     (tmp_path / "notes.txt").write_text("not an image\n")
     (tmp_path / "huge.png").write_bytes(huge_png)
     test_image.save(tmp_path / "parrots.png")
@@ -198,8 +225,10 @@ def test_browser_round_trip(browser, server_url, test_image, huge_png, tmp_path)
     shown(browser, "results", 120)
     assert not browser.find_element(By.ID, "status").is_displayed()
     assert not browser.find_element(By.ID, "error").is_displayed()
-    WebDriverWait(browser, 20).until(lambda d: d.execute_script(
-        "const i = document.getElementById('decoded'); return i.complete && i.naturalWidth") == 256)
+    WebDriverWait(browser, 20).until(
+        lambda d: d.execute_script("const i = document.getElementById('decoded'); return i.complete && i.naturalWidth")
+        == 256
+    )
 
     href = browser.find_element(By.ID, "dl-ulic").get_attribute("href")
     data = urllib.request.urlopen(href, timeout=30).read()
@@ -212,8 +241,7 @@ def test_browser_round_trip(browser, server_url, test_image, huge_png, tmp_path)
     assert text(browser, "used-decoder") == "fast" and text(browser, "size") == "256×256"
     assert browser.find_element(By.ID, "dl-png").get_attribute("download") == "parrots.ulic.png"
 
-    for button, cls in (("zoom-100", "actual"), ("mode-side", "side"), ("zoom-fit", "fit"),
-                        ("mode-slider", "slider")):
+    for button, cls in (("zoom-100", "actual"), ("mode-side", "side"), ("zoom-fit", "fit"), ("mode-slider", "slider")):
         browser.find_element(By.ID, button).click()
         assert cls in browser.find_element(By.ID, "compare").get_attribute("class").split()
     browser.execute_script("window.scrollTo(0, 0)")
@@ -224,5 +252,6 @@ def test_browser_round_trip(browser, server_url, test_image, huge_png, tmp_path)
 
 def test_cli_has_serve():
     from ulic.cli import build_parser
+
     a = build_parser().parse_args(["serve", "--port", "0"])
     assert (a.host, a.port, a.max_pixels) == ("127.0.0.1", 0, 16)

@@ -1,10 +1,11 @@
 """Training and export smoke tests on tiny fake latents: steps run, checkpoints resume, export loads."""
+
 import json
 
 import torch
 from safetensors.torch import save_file
 
-from ulic.codec.store import load_model
+from ulic.model_store import load_model
 from ulic.train import export, train_codec
 
 TINY_JSON = '{"n": 16, "n_full": 8, "m": 8, "cz": 8, "n_hyper": 16}'
@@ -21,8 +22,22 @@ def test_train_resume_export(tmp_path):
     lat = tmp_path / "lat.safetensors"
     fake_latents(lat)
     run = tmp_path / "run"
-    common = ["--latents", str(lat), "--run", str(run), "--batch", "2", "--val-every", "2",
-              "--ckpt-every", "2", "--n-val", "2", "--config", TINY_JSON]
+    common = [
+        "--latents",
+        str(lat),
+        "--run",
+        str(run),
+        "--batch",
+        "2",
+        "--val-every",
+        "2",
+        "--ckpt-every",
+        "2",
+        "--n-val",
+        "2",
+        "--config",
+        TINY_JSON,
+    ]
     assert train_codec.main(common + ["--steps", "2"]) == 0
     assert train_codec.main(common + ["--steps", "4"]) == 0  # resumes at step 2
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -39,11 +54,29 @@ def test_train_resume_export(tmp_path):
 def test_refit_prior_lowers_z_bits_and_init_from_model_folder(tmp_path):
     from ulic.codec.model import LatentCodec
     from ulic.train import refit_prior
+
     lat = tmp_path / "lat.safetensors"
     fake_latents(lat)
     run = tmp_path / "run"
-    assert train_codec.main(["--latents", str(lat), "--run", str(run), "--batch", "2", "--steps", "1",
-                             "--n-val", "2", "--config", TINY_JSON]) == 0
+    assert (
+        train_codec.main(
+            [
+                "--latents",
+                str(lat),
+                "--run",
+                str(run),
+                "--batch",
+                "2",
+                "--steps",
+                "1",
+                "--n-val",
+                "2",
+                "--config",
+                TINY_JSON,
+            ]
+        )
+        == 0
+    )
     folder = tmp_path / "model"
     export.export(run / "checkpoint.safetensors", lat, folder, "tiny", n_calib=2)
     x = torch.randn(2, 32, 32, 32, generator=torch.Generator().manual_seed(1)) * 0.85
@@ -55,18 +88,74 @@ def test_refit_prior_lowers_z_bits_and_init_from_model_folder(tmp_path):
 
     before = bits(load_model(str(folder)).codec)
     out = tmp_path / "refit.safetensors"
-    assert refit_prior.main(["--init", str(folder), "--latents", str(lat), "--out", str(out),
-                             "--steps", "40", "--batch", "4", "--crop", "32", "--lr", "0.05"]) == 0
+    assert (
+        refit_prior.main(
+            [
+                "--init",
+                str(folder),
+                "--latents",
+                str(lat),
+                "--out",
+                str(out),
+                "--steps",
+                "40",
+                "--batch",
+                "4",
+                "--crop",
+                "32",
+                "--lr",
+                "0.05",
+            ]
+        )
+        == 0
+    )
     refit = LatentCodec(load_model(str(folder)).codec.cfg)
     train_codec.load_init_weights(out, refit)
     assert bits(refit) < 0.9 * before
     ref = load_model(str(folder)).codec.state_dict()  # only the prior moved
     assert all(torch.equal(v, ref[k]) for k, v in refit.state_dict().items() if not k.startswith("prior."))
     out2 = tmp_path / "refit2.safetensors"  # from a checkpoint: its recorded (tiny) architecture
-    assert refit_prior.main(["--init", str(run / "checkpoint.safetensors"), "--latents", str(lat),
-                             "--out", str(out2), "--steps", "1", "--batch", "2", "--crop", "32"]) == 0
+    assert (
+        refit_prior.main(
+            [
+                "--init",
+                str(run / "checkpoint.safetensors"),
+                "--latents",
+                str(lat),
+                "--out",
+                str(out2),
+                "--steps",
+                "1",
+                "--batch",
+                "2",
+                "--crop",
+                "32",
+            ]
+        )
+        == 0
+    )
     for init in (folder, out):  # training starts from a shipped folder or a checkpoint
         run2 = tmp_path / f"run_{init.name}"
-        assert train_codec.main(["--latents", str(lat), "--run", str(run2), "--batch", "2", "--steps", "1",
-                                 "--n-val", "2", "--config", TINY_JSON, "--init", str(init),
-                                 "--fast-lr-scale", "10"]) == 0
+        assert (
+            train_codec.main(
+                [
+                    "--latents",
+                    str(lat),
+                    "--run",
+                    str(run2),
+                    "--batch",
+                    "2",
+                    "--steps",
+                    "1",
+                    "--n-val",
+                    "2",
+                    "--config",
+                    TINY_JSON,
+                    "--init",
+                    str(init),
+                    "--fast-lr-scale",
+                    "10",
+                ]
+            )
+            == 0
+        )

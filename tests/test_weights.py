@@ -1,14 +1,14 @@
 """Weight resolution: explicit folder, ULIC_WEIGHTS_DIR, cache, and download (local server)."""
+
 import hashlib
 import http.server
 import threading
 
 import pytest
+from conftest import needs_vae
 
 from ulic import weights
 from ulic.errors import WeightsError
-
-from conftest import needs_vae
 
 CONTENT = b"pretend-weights" * 100
 SHA = hashlib.sha256(CONTENT).hexdigest()
@@ -103,6 +103,7 @@ def test_offline_setting(fake_files, monkeypatch):
 @needs_vae
 def test_real_taef2_loads_with_strict_keys():
     import torch
+
     vae = weights.load_vae()
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():

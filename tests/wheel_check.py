@@ -9,6 +9,7 @@ fresh venv that already has torch, and show that
 
 Prints one JSON line; exits 1 with the reason on the first failed check.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build"
 MAX_WHEEL_BYTES = 40 * 10**6
-MUST_HOLD = ("ulic/models/ulic-base/model.safetensors", "ulic/models/ulic-base/config.json",
-             "ulic/assets/example.png", "ulic/serve/static/index.html", "ulic/serve/static/app.js")
+MUST_HOLD = (
+    "ulic/models/ulic-base/model.safetensors",
+    "ulic/models/ulic-base/config.json",
+    "ulic/assets/example.png",
+    "ulic/serve/static/index.html",
+    "ulic/serve/static/app.js",
+)
 
 
 class CheckFailed(Exception):
@@ -36,8 +42,9 @@ def run(cmd: list[str], **kw) -> str:
     """Run a command; its standard output, or CheckFailed with the output's tail."""
     p = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if p.returncode:
-        raise CheckFailed(f"{' '.join(map(str, cmd[:4]))} … exited {p.returncode}:\n"
-                          f"{(p.stdout + p.stderr)[-3000:]}")
+        raise CheckFailed(
+            f"{' '.join(map(str, cmd[:4]))} … exited {p.returncode}:\n" f"{(p.stdout + p.stderr)[-3000:]}"
+        )
     return p.stdout
 
 
@@ -63,8 +70,11 @@ def check_contents(wheel: Path) -> str:
         if missing:
             raise CheckFailed(f"{wheel.name} lacks {missing}")
         meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
-        requires = [line.split(":", 1)[1].strip() for line in z.read(meta).decode().splitlines()
-                    if line.startswith("Requires-Dist: torch")]
+        requires = [
+            line.split(":", 1)[1].strip()
+            for line in z.read(meta).decode().splitlines()
+            if line.startswith("Requires-Dist: torch")
+        ]
     if len(requires) != 1 or "==" in requires[0] or ">=" not in requires[0]:
         raise CheckFailed(f"the wheel should require a torch range, it requires {requires}")
     return requires[0]
@@ -72,8 +82,14 @@ def check_contents(wheel: Path) -> str:
 
 def torch_state(python: Path) -> dict:
     """torch's version, place and file time: a reinstall of even the same release changes it."""
-    out = run([str(python), "-c", "import json, os, torch; print(json.dumps({'version': "
-               "torch.__version__, 'file': torch.__file__, 'mtime': os.path.getmtime(torch.__file__)}))"])
+    out = run(
+        [
+            str(python),
+            "-c",
+            "import json, os, torch; print(json.dumps({'version': "
+            "torch.__version__, 'file': torch.__file__, 'mtime': os.path.getmtime(torch.__file__)}))",
+        ]
+    )
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -94,15 +110,17 @@ def install_beside_torch(wheel: Path, venv: Path, torch_spec: str) -> dict:
 
 def demo(venv: Path) -> dict:
     """`ulic demo` on the bundled example, run outside the checkout so the wheel is what runs."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ULIC_KODAK_DIR", "ULIC_MODEL_DIR", "PYTHONPATH", "VIRTUAL_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ULIC_KODAK_DIR", "ULIC_MODEL_DIR", "PYTHONPATH", "VIRTUAL_ENV")
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        where = run([str(venv / "bin" / "python"), "-c", "import ulic; print(ulic.__file__)"],
-                    cwd=tmp, env=env).strip()
+        where = run([str(venv / "bin" / "python"), "-c", "import ulic; print(ulic.__file__)"], cwd=tmp, env=env).strip()
         if not where.startswith(str(venv)):
             raise CheckFailed(f"ulic was imported from {where}, not from the venv")
         out = run([str(venv / "bin" / "ulic"), "demo", "-o", "out"], cwd=tmp, env=env)
-        report = json.loads(out[out.index("{"):out.rindex("}") + 1])
+        report = json.loads(out[out.index("{") : out.rindex("}") + 1])
         if not (report["bytes"] > 0 and (Path(tmp) / "out" / "demo.png").is_file()):
             raise CheckFailed(f"ulic demo gave {report}")
     return {"demo_bytes": report["bytes"], "demo_psnr_db": report["psnr_db"]}
@@ -116,8 +134,12 @@ def main() -> int:
     venv = BUILD / "wheel-venv"
     try:
         wheel = build_wheel()
-        summary = {"wheel": wheel.name, "wheel_mb": round(wheel.stat().st_size / 1e6, 2),
-                   "requires": check_contents(wheel), **install_beside_torch(wheel, venv, a.torch)}
+        summary = {
+            "wheel": wheel.name,
+            "wheel_mb": round(wheel.stat().st_size / 1e6, 2),
+            "requires": check_contents(wheel),
+            **install_beside_torch(wheel, venv, a.torch),
+        }
         weights = os.environ.get("ULIC_WEIGHTS_DIR")
         if weights and Path(weights, "taef2_encoder.pth").is_file():
             summary.update(demo(venv))

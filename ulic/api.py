@@ -1,11 +1,12 @@
 """Image <-> .ulic bytes: the whole pipeline, and rate control over the quality byte.
 
-    image (1, 3, H, W) --pad to x128--> TAEF2 encoder --> latent (1, 32, Hp/8, Wp/8)
-      --> LatentCodec.analyse --> y, z --(optional: tuned for this image, codec.optimize)-->
-      LatentCodec.compress_latents --> entropy-coded section --> container bytes
-    container bytes --> LatentCodec.decompress --> z_c --> DRM (fast) or CDM sampler (diffusion)
-      --crop--> TAEF2 decoder --crop--> image
+image (1, 3, H, W) --pad to x128--> TAEF2 encoder --> latent (1, 32, Hp/8, Wp/8)
+  --> LatentCodec.analyse --> y, z --(optional: tuned for this image, codec.optimize)-->
+  LatentCodec.compress_latents --> entropy-coded section --> container bytes
+container bytes --> LatentCodec.decompress --> z_c --> DRM (fast) or CDM sampler (diffusion)
+  --crop--> TAEF2 decoder --crop--> image
 """
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -23,10 +23,12 @@ from PIL import Image
 from ulic import bitstream
 from ulic.codec.model import Q_STEPS
 from ulic.codec.optimize import optimize_latents
-from ulic.codec.store import LoadedModel, load_model
+from ulic.diffusion import DECODERS
 from ulic.errors import BitstreamError, InputImageError, UlicError
 from ulic.imageio import load_image, max_pixels, to_pil
 from ulic.limits import check_container_length, check_size, padded, read_container
+from ulic.model_store import LoadedModel, load_model
+from ulic.pixels import psnr  # noqa: F401 (part of the API)
 from ulic.vae.tiling import decode_tiled
 from ulic.weights import load_vae
 
@@ -64,8 +66,9 @@ def quality_to_byte(quality: float) -> int:
     return int(round(quality / 100 * Q_STEPS))
 
 
-def check_encode_options(quality: float | None = None, bpp: float | None = None,
-                         max_bytes: int | None = None, optimize: int = 0) -> None:
+def check_encode_options(
+    quality: float | None = None, bpp: float | None = None, max_bytes: int | None = None, optimize: int = 0
+) -> None:
     """Raise UlicError unless the rate and optimisation options of `encode` are valid: called
     before any work, so a bad option costs nothing."""
     if sum(v is not None for v in (quality, bpp, max_bytes)) > 1:
@@ -91,9 +94,10 @@ def encode_latent(x: torch.Tensor, model: LoadedModel) -> torch.Tensor:
         return vae.encode(xp)
 
 
-class _Coder:
-    """Codes one image's y and z (before gains) at any q byte, memoising results for rate
-    search."""
+class LatentCoder:
+    """Codes one image's y and z (before gains) into complete .ulic files at any q byte,
+    memoising results (for the rate search and benchmarks): coder(q) -> (file bytes, the
+    model's ideal bits of the entropy-coded section)."""
 
     def __init__(self, y: torch.Tensor, z: torch.Tensor, h: int, w: int, model: LoadedModel):
         self.y, self.z, self.h, self.w, self.model = y, z, h, w, model
@@ -110,14 +114,15 @@ class _Coder:
         return len(self(q)[0])
 
 
-def _search_bpp(coder: _Coder, target: float) -> int:
+def _search_bpp(coder: LatentCoder, target: float) -> int:
     """q byte whose real bpp is closest to target (rate grows with q)."""
     pixels = coder.h * coder.w
     bpp = lambda q: 8 * coder.size(q) / pixels  # noqa: E731
     lo_bpp, hi_bpp = bpp(0), bpp(Q_STEPS)
     if target < lo_bpp * (1 - BPP_TOLERANCE) or target > hi_bpp * (1 + BPP_TOLERANCE):
-        raise UlicError(f"--bpp {target:g} is outside this image's range "
-                        f"{lo_bpp:.4f}..{hi_bpp:.4f} bpp for this model")
+        raise UlicError(
+            f"--bpp {target:g} is outside this image's range " f"{lo_bpp:.4f}..{hi_bpp:.4f} bpp for this model"
+        )
     lo, hi = 0, Q_STEPS  # find the smallest q with bpp >= target
     while lo < hi:
         mid = (lo + hi) // 2
@@ -129,11 +134,12 @@ def _search_bpp(coder: _Coder, target: float) -> int:
     return min(candidates, key=lambda q: (abs(bpp(q) - target), q))
 
 
-def _search_bytes(coder: _Coder, max_bytes: int) -> int:
+def _search_bytes(coder: LatentCoder, max_bytes: int) -> int:
     """Largest q byte whose file is not above max_bytes."""
     if coder.size(0) > max_bytes:
-        raise UlicError(f"cannot fit in {max_bytes} bytes: the smallest file for this image is "
-                        f"{coder.size(0)} bytes")
+        raise UlicError(
+            f"cannot fit in {max_bytes} bytes: the smallest file for this image is " f"{coder.size(0)} bytes"
+        )
     lo, hi = 0, Q_STEPS  # invariant: size(lo) <= max_bytes
     while lo < hi:
         mid = (lo + hi + 1) // 2
@@ -144,7 +150,7 @@ def _search_bytes(coder: _Coder, max_bytes: int) -> int:
     return lo
 
 
-def _pick_q(coder: _Coder, quality: float | None, bpp: float | None, max_bytes: int | None) -> int:
+def _pick_q(coder: LatentCoder, quality: float | None, bpp: float | None, max_bytes: int | None) -> int:
     if bpp is not None:
         return _search_bpp(coder, bpp)
     if max_bytes is not None:
@@ -152,9 +158,14 @@ def _pick_q(coder: _Coder, quality: float | None, bpp: float | None, max_bytes: 
     return quality_to_byte(50.0 if quality is None else quality)
 
 
-def encode(image, quality: float | None = None, bpp: float | None = None,
-           max_bytes: int | None = None, model: LoadedModel | None = None,
-           optimize: int = 0) -> EncodeResult:
+def encode(
+    image,
+    quality: float | None = None,
+    bpp: float | None = None,
+    max_bytes: int | None = None,
+    model: LoadedModel | None = None,
+    optimize: int = 0,
+) -> EncodeResult:
     """Compress an image (path, bytes, PIL image or uint8 array). Give at most one of
     quality (0..100), bpp (target bits per pixel, +-3%) or max_bytes (largest file that fits).
     optimize: encode-time optimisation steps for this image (0: off, the default; 20: the
@@ -169,13 +180,13 @@ def encode(image, quality: float | None = None, bpp: float | None = None,
     t1 = time.perf_counter()
     latent = encode_latent(x, model)
     t2 = time.perf_counter()
-    coder = _Coder(*model.codec.analyse(latent), h, w, model)
+    coder = LatentCoder(*model.codec.analyse(latent), h, w, model)
     q = _pick_q(coder, quality, bpp, max_bytes)
     t3 = time.perf_counter()
     if optimize:
         y, z = optimize_latents(model.codec, load_vae().decoder, x, coder.y, coder.z, q, optimize)
         if y is not coder.y:  # tuned: the rate at q changed, so search the rate again
-            tuned = _Coder(y, z, h, w, model)
+            tuned = LatentCoder(y, z, h, w, model)
             try:
                 coder, q = tuned, _pick_q(tuned, quality, bpp, max_bytes)
             except UlicError:  # the target is reachable only without tuning: keep the start
@@ -187,13 +198,26 @@ def encode(image, quality: float | None = None, bpp: float | None = None,
         if abs(got - bpp) > BPP_TOLERANCE * bpp:
             notices.append(f"closest rate is {got:.4f} bpp ({100 * (got / bpp - 1):+.1f}% off target)")
     t5 = time.perf_counter()
-    return EncodeResult(data, q, h, w, bits, {
-        "read": t1 - t0, "vae_encode": t2 - t1, "latent_codec": (t3 - t2) + (t5 - t4),
-        "optimize": t4 - t3, "total": t5 - t0}, notices)
+    return EncodeResult(
+        data,
+        q,
+        h,
+        w,
+        bits,
+        {
+            "read": t1 - t0,
+            "vae_encode": t2 - t1,
+            "latent_codec": (t3 - t2) + (t5 - t4),
+            "optimize": t4 - t3,
+            "total": t5 - t0,
+        },
+        notices,
+    )
 
 
-def compress(image, quality: float | None = None, bpp: float | None = None,
-             max_bytes: int | None = None, optimize: int = 0) -> bytes:
+def compress(
+    image, quality: float | None = None, bpp: float | None = None, max_bytes: int | None = None, optimize: int = 0
+) -> bytes:
     """Compress an image to .ulic bytes."""
     return encode(image, quality, bpp, max_bytes, optimize=optimize).data
 
@@ -208,11 +232,7 @@ class DecodeResult:
     steps: int = 0
 
 
-DECODERS = ("mse", "fast", "diffusion")
-
-
-def check_decode_options(decoder: str | None = None, steps: int | None = None,
-                         realism: float | None = None) -> None:
+def check_decode_options(decoder: str | None = None, steps: int | None = None, realism: float | None = None) -> None:
     """Raise UlicError unless the options of `decode` are valid: called before any work."""
     if decoder is not None and decoder not in DECODERS:
         raise UlicError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
@@ -222,14 +242,22 @@ def check_decode_options(decoder: str | None = None, steps: int | None = None,
         raise UlicError(f"realism must be a number between 0 and 1, got {realism!r}")
 
 
-def _refine(z_c: torch.Tensor, q_byte: int, model: LoadedModel, decoder: str | None,
-            steps: int | None, data: bytes, realism: float | None = None) -> tuple[torch.Tensor, str, int, Any]:
+def _refine(
+    z_c: torch.Tensor,
+    q_byte: int,
+    model: LoadedModel,
+    decoder: str | None,
+    steps: int | None,
+    data: bytes,
+    realism: float | None = None,
+) -> tuple[torch.Tensor, str, int, Any]:
     """Apply the stage-2/3 decoder to z_c: `mse` keeps the stage-1 latent z_c itself (highest
     PSNR, blurriest), `fast` is the DRM's coarse latent, `diffusion` runs the CDM sampler. A
     model without a stage-2 decoder decodes z_c itself (`mse`, also answered for `fast`).
     Returns (latent, decoder, steps, pixel decoder or None for the frozen TAEF2 decoder)."""
     from ulic.diffusion.decode import refine, seed_from_bytes
-    from ulic.diffusion.store import load_decoder
+    from ulic.model_store import load_decoder
+
     if decoder == "mse":
         return z_c, "mse", 0, None
     loaded = load_decoder(str(model.folder)) if model.folder is not None else None
@@ -248,8 +276,13 @@ def _refine(z_c: torch.Tensor, q_byte: int, model: LoadedModel, decoder: str | N
     return latent, decoder, k, pixel
 
 
-def decode(data: bytes, model: LoadedModel | None = None, decoder: str | None = None,
-           steps: int | None = None, realism: float | None = None) -> DecodeResult:
+def decode(
+    data: bytes,
+    model: LoadedModel | None = None,
+    decoder: str | None = None,
+    steps: int | None = None,
+    realism: float | None = None,
+) -> DecodeResult:
     """Decode .ulic bytes into an image tensor, with per-stage times. decoder: "fast" or
     "diffusion" (default: the model's choice) or "mse" (the stage-1 latent, no refinement);
     steps: diffusion steps (default 4); realism: 0 (fidelity) .. 1 (realism), for models
@@ -276,12 +309,19 @@ def decode(data: bytes, model: LoadedModel | None = None, decoder: str | None = 
         else:
             img = decode_tiled(pixel, latent).clamp(0, 1)[:, :, : c.height, : c.width]
     t3 = time.perf_counter()
-    return DecodeResult(img, latent, c, {"entropy_and_synthesis": t1 - t0, "refine": t2 - t1,
-                                         "vae_decode": t3 - t2, "total": t3 - t0}, used, k)
+    return DecodeResult(
+        img,
+        latent,
+        c,
+        {"entropy_and_synthesis": t1 - t0, "refine": t2 - t1, "vae_decode": t3 - t2, "total": t3 - t0},
+        used,
+        k,
+    )
 
 
-def decompress(data: bytes, decoder: str | None = None, steps: int | None = None,
-               realism: float | None = None) -> Image.Image:
+def decompress(
+    data: bytes, decoder: str | None = None, steps: int | None = None, realism: float | None = None
+) -> Image.Image:
     """Decode .ulic bytes into an 8-bit RGB PIL image."""
     return to_pil(decode(data, decoder=decoder, steps=steps, realism=realism).image)
 
@@ -290,10 +330,3 @@ def read_file(path: str | Path, model: LoadedModel | None = None) -> bytes:
     """A .ulic file's bytes, read no further than the image its header declares can need (see
     `ulic.limits`): a huge or endless input fails after its first bytes."""
     return read_container(path, (model or load_model()).codec)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images in [0, 1], after 8-bit rounding."""
-    a8, b8 = (a * 255).round(), (b.clamp(0, 1) * 255).round()
-    mse = float(((a8 - b8) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)

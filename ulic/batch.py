@@ -7,20 +7,20 @@ reported and the batch goes on (whatever the error); the summary counts done, sk
 files. Inputs that would write the same output (a.png and a.jpg -> a.ulic) all fail, every run,
 naming each other: nothing is overwritten by chance.
 """
+
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ulic.errors import UlicError
-from ulic.imageio import save_atomic, stale_temp_name, to_pil
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
+from ulic.imageio import IMAGE_SUFFIXES, save_atomic, stale_temp_name, to_pil
 
 
 @dataclass
@@ -46,8 +46,7 @@ def find_inputs(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in filenames
-                if not f.startswith(".") and Path(f).suffix.lower() in suffixes]
+        out += [Path(dirpath) / f for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in suffixes]
     return sorted(out)
 
 
@@ -62,10 +61,38 @@ def remove_stale_temps(root: Path) -> int:
     return n
 
 
-def output_pairs(in_dir: Path, out_dir: Path, suffixes: tuple[str, ...],
-                 out_suffix: str) -> list[tuple[Path, Path]]:
+def output_pairs(in_dir: Path, out_dir: Path, suffixes: tuple[str, ...], out_suffix: str) -> list[tuple[Path, Path]]:
     """(input, output) for every input under in_dir: out_dir/<same relative path, out_suffix>."""
     return [(p, out_dir / p.relative_to(in_dir).with_suffix(out_suffix)) for p in find_inputs(in_dir, suffixes)]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' (1 <= K <= N) -> (K, N); UlicError otherwise."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UlicError(f"--shard {text!r}: expected K/N, e.g. 1/4") from None
+    if not 1 <= k <= n:
+        raise UlicError(f"--shard {text!r}: need 1 <= K <= N")
+    return k, n
+
+
+def in_shard(relative_output: Path, shard: tuple[int, int]) -> bool:
+    """Whether this output belongs to shard K of N: a hash of its relative path, so every worker
+    decides alone, the N shards cover each file exactly once whatever order the folder lists in,
+    and inputs that would write the same output land in the same shard (and fail there together)."""
+    k, n = shard
+    digest = hashlib.sha256(relative_output.as_posix().encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n == k - 1
+
+
+def shard_pairs(
+    pairs: list[tuple[Path, Path]], out_dir: Path, shard: tuple[int, int] | None
+) -> list[tuple[Path, Path]]:
+    """The (input, output) pairs of one shard (all of them when shard is None)."""
+    if shard is None:
+        return pairs
+    return [(src, dst) for src, dst in pairs if in_shard(dst.relative_to(out_dir), shard)]
 
 
 def _clashes(pairs: list[tuple[Path, Path]]) -> dict[Path, str]:
@@ -73,9 +100,12 @@ def _clashes(pairs: list[tuple[Path, Path]]) -> dict[Path, str]:
     by_dst: dict[Path, list[Path]] = defaultdict(list)
     for src, dst in pairs:
         by_dst[dst].append(src)
-    return {src: f"{dst} would also be written from {', '.join(str(o) for o in srcs if o != src)} "
-                 "(rename one of them)"
-            for dst, srcs in by_dst.items() if len(srcs) > 1 for src in srcs}
+    return {
+        src: f"{dst} would also be written from {', '.join(str(o) for o in srcs if o != src)} " "(rename one of them)"
+        for dst, srcs in by_dst.items()
+        if len(srcs) > 1
+        for src in srcs
+    }
 
 
 def _error_text(e: Exception) -> str:
@@ -88,8 +118,12 @@ def _error_text(e: Exception) -> str:
     return f"internal error ({type(e).__name__}: {e})"
 
 
-def _run(pairs: list[tuple[Path, Path]], work: Callable[[Path, Path], tuple[int, int]],
-         overwrite: bool, log: Callable[[str], None]) -> BatchSummary:
+def _run(
+    pairs: list[tuple[Path, Path]],
+    work: Callable[[Path, Path], tuple[int, int]],
+    overwrite: bool,
+    log: Callable[[str], None],
+) -> BatchSummary:
     s = BatchSummary()
     t0 = time.perf_counter()
     clashes = _clashes(pairs)
@@ -115,15 +149,25 @@ def _run(pairs: list[tuple[Path, Path]], work: Callable[[Path, Path], tuple[int,
     return s
 
 
-def compress_dir(in_dir: Path, out_dir: Path, quality: float | None = None, bpp: float | None = None,
-                 max_bytes: int | None = None, overwrite: bool = False,
-                 log: Callable[[str], None] = print, optimize: int = 0) -> BatchSummary:
+def compress_dir(
+    in_dir: Path,
+    out_dir: Path,
+    quality: float | None = None,
+    bpp: float | None = None,
+    max_bytes: int | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+    optimize: int = 0,
+    shard: tuple[int, int] | None = None,
+) -> BatchSummary:
     """Compress every image under in_dir to out_dir/<same relative path>.ulic (optimize:
-    encode-time optimisation steps, see `ulic.api.encode`)."""
+    encode-time optimisation steps, see `ulic.api.encode`; shard (K, N): only this worker's
+    share, see `in_shard`)."""
     from ulic.api import check_encode_options, encode
+
     check_encode_options(quality, bpp, max_bytes, optimize)  # before any work
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    pairs = output_pairs(in_dir, out_dir, IMAGE_SUFFIXES, ".ulic")
+    pairs = shard_pairs(output_pairs(in_dir, out_dir, IMAGE_SUFFIXES, ".ulic"), out_dir, shard)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir)
 
@@ -137,12 +181,19 @@ def compress_dir(in_dir: Path, out_dir: Path, quality: float | None = None, bpp:
     return _run(pairs, work, overwrite, log)
 
 
-def decompress_dir(in_dir: Path, out_dir: Path, overwrite: bool = False,
-                   log: Callable[[str], None] = print) -> BatchSummary:
-    """Decode every .ulic file under in_dir to out_dir/<same relative path>.png."""
+def decompress_dir(
+    in_dir: Path,
+    out_dir: Path,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+    shard: tuple[int, int] | None = None,
+) -> BatchSummary:
+    """Decode every .ulic file under in_dir to out_dir/<same relative path>.png (shard: as in
+    `compress_dir`)."""
     from ulic.api import decode, read_file
+
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    pairs = output_pairs(in_dir, out_dir, (".ulic",), ".png")
+    pairs = shard_pairs(output_pairs(in_dir, out_dir, (".ulic",), ".png"), out_dir, shard)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir)
 

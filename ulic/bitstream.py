@@ -15,6 +15,7 @@ Fixed overhead of a one-section image with sides below 16,384 px: 1 + 2 + 2 + 1 
 Version 1 ("UL", version, model id byte, sizes, quality, section count, sections, CRC: 12
 bytes) is still read.
 """
+
 from __future__ import annotations
 
 import binascii
@@ -99,18 +100,21 @@ def _lead(data: bytes, fingerprint: bytes | None) -> tuple[int, int | None, bool
             raise BitstreamError("file is truncated")
         version, model_id = data[2], data[3]
         if version != 1:
-            raise BitstreamError(f"unsupported format version {version} (this ulic reads "
-                                 f"{', '.join(map(str, READABLE_VERSIONS))})")
+            raise BitstreamError(
+                f"unsupported format version {version} (this ulic reads " f"{', '.join(map(str, READABLE_VERSIONS))})"
+            )
         if fingerprint is not None and model_id != fingerprint[0]:
-            raise ModelMismatchError(f"file was made with model id {model_id}, "
-                                     f"but the loaded model's id is {fingerprint[0]}")
+            raise ModelMismatchError(
+                f"file was made with model id {model_id}, " f"but the loaded model's id is {fingerprint[0]}"
+            )
         return 1, model_id, True, 4
     if not data or data[0] & 0xF0 != LEAD_MAGIC:
         raise BitstreamError("not a ulic file (bad magic byte)")
     version = data[0] & 0x07
     if version != FORMAT_VERSION:
-        raise BitstreamError(f"unsupported format version {version} (this ulic reads "
-                             f"{', '.join(map(str, READABLE_VERSIONS))})")
+        raise BitstreamError(
+            f"unsupported format version {version} (this ulic reads " f"{', '.join(map(str, READABLE_VERSIONS))})"
+        )
     if len(data) < 7:
         raise BitstreamError("file is truncated")
     return version, None, bool(data[0] & LEAD_MULTI), 1
@@ -134,8 +138,7 @@ def parse(data: bytes, fingerprint: bytes | None = None, max_pixels: int | None 
     if not (1 <= height and 1 <= width):
         raise BitstreamError("malformed header (zero image size)")
     if max_pixels is not None and height * width > max_pixels:
-        raise BitstreamError(f"image size {width}x{height} in header exceeds the limit of "
-                             f"{max_pixels} pixels")
+        raise BitstreamError(f"image size {width}x{height} in header exceeds the limit of " f"{max_pixels} pixels")
     body_end = len(data) - CHECK_BYTES
     if pos >= body_end:
         raise BitstreamError("file is truncated")
@@ -154,11 +157,13 @@ def parse(data: bytes, fingerprint: bytes | None = None, max_pixels: int | None 
         raise BitstreamError("file is truncated (sections longer than the file)")
     if fingerprint is not None:
         if crc16(fingerprint[:4] + data[:body_end]) != int.from_bytes(data[body_end:], "big"):
-            raise BitstreamError("integrity check failed: the file is corrupted or truncated"
-                                 + (", or was written with another model" if version >= 2 else ""))
+            raise BitstreamError(
+                "integrity check failed: the file is corrupted or truncated"
+                + (", or was written with another model" if version >= 2 else "")
+            )
     sections = []
     for n in lengths:
-        sections.append(data[pos:pos + n])
+        sections.append(data[pos : pos + n])
         pos += n
     sections.append(data[pos:body_end])
     return Container(height, width, quality, model_id, sections, version)

@@ -1,5 +1,6 @@
 """The `ulic` command: compress, decompress, compress-dir, decompress-dir, info, demo, eval,
 train-codec."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from ulic.diffusion import DECODERS
 from ulic.errors import UlicError
 
 
@@ -23,6 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _number(what: str, lo: float, hi: float = math.inf, whole: bool = False, above: bool = False):
     """An argparse type: a number (whole if asked) in [lo, hi], or (lo, hi] when `above`."""
+
     def parse(text: str) -> float | int:
         try:
             v = int(text) if whole else float(text)
@@ -31,11 +34,13 @@ def _number(what: str, lo: float, hi: float = math.inf, whole: bool = False, abo
         if not (math.isfinite(v) and (v > lo if above else v >= lo) and v <= hi):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
         return v
+
     return parse
 
 
 def _threads(n: int | None) -> None:
     import torch
+
     if n:
         torch.set_num_threads(n)
 
@@ -50,6 +55,7 @@ def _default_output(src: str, suffix: str) -> Path:
 def cmd_compress(a: argparse.Namespace) -> int:
     from ulic.api import check_encode_options, encode
     from ulic.imageio import check_output, save_atomic
+
     check_encode_options(a.quality, a.bpp, a.max_bytes, a.optimize)
     out = a.output or _default_output(a.input, ".ulic")
     check_output(out, source=a.input)  # before the work: a bad output costs nothing
@@ -57,14 +63,17 @@ def cmd_compress(a: argparse.Namespace) -> int:
     for n in r.notices:
         print(f"ulic: notice: {n}", file=sys.stderr)
     save_atomic(r.data, out, source=a.input)
-    print(f"{out}: {len(r.data)} bytes, {r.bpp:.4f} bpp, {r.width}x{r.height}, q={r.quality}, "
-          f"{r.seconds['total']:.2f} s")
+    print(
+        f"{out}: {len(r.data)} bytes, {r.bpp:.4f} bpp, {r.width}x{r.height}, q={r.quality}, "
+        f"{r.seconds['total']:.2f} s"
+    )
     return 0
 
 
 def cmd_decompress(a: argparse.Namespace) -> int:
     from ulic.api import check_decode_options, decode, read_file
     from ulic.imageio import check_output, image_format, save_atomic, to_pil
+
     check_decode_options(a.decoder, a.steps, a.realism)
     out = a.output or _default_output(a.input, ".png")
     fmt = image_format(out)
@@ -78,7 +87,7 @@ def cmd_decompress(a: argparse.Namespace) -> int:
 
 
 def _problem(check) -> str:
-    """"ok" if check() passes, else its error message."""
+    """ "ok" if check() passes, else its error message."""
     try:
         check()
         return "ok"
@@ -89,17 +98,26 @@ def _problem(check) -> str:
 def cmd_info(a: argparse.Namespace) -> int:
     from ulic import bitstream
     from ulic.api import read_file
-    from ulic.codec.store import load_model
     from ulic.limits import check_container_length
+    from ulic.model_store import load_model
+
     model = load_model()
     data = read_file(a.input, model)
     c = bitstream.parse(data, None)
-    info = {"file": str(a.input), "bytes": len(data), "width": c.width, "height": c.height,
-            "bpp": round(8 * len(data) / (c.width * c.height), 5), "quality_byte": c.quality,
-            "format_version": c.version, "model_id": c.model_id,
-            "sections": [len(s) for s in c.sections], "overhead_bytes": len(data) - sum(map(len, c.sections)),
-            "check_with_loaded_model": _problem(lambda: bitstream.parse(data, model.fingerprint)),
-            "length_with_loaded_model": _problem(lambda: check_container_length(data, model.codec))}
+    info = {
+        "file": str(a.input),
+        "bytes": len(data),
+        "width": c.width,
+        "height": c.height,
+        "bpp": round(8 * len(data) / (c.width * c.height), 5),
+        "quality_byte": c.quality,
+        "format_version": c.version,
+        "model_id": c.model_id,
+        "sections": [len(s) for s in c.sections],
+        "overhead_bytes": len(data) - sum(map(len, c.sections)),
+        "check_with_loaded_model": _problem(lambda: bitstream.parse(data, model.fingerprint)),
+        "length_with_loaded_model": _problem(lambda: check_container_length(data, model.codec)),
+    }
     print(json.dumps(info, indent=2))
     return 0
 
@@ -107,6 +125,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from ulic.api import decode, encode, psnr
     from ulic.imageio import load_image, save_atomic, to_pil
+
     image = a.input or _default_example()
     t0 = time.perf_counter()
     r = encode(image, quality=a.quality, bpp=a.bpp, optimize=a.optimize)
@@ -118,10 +137,21 @@ def cmd_demo(a: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     save_atomic(r.data, out / "demo.ulic")
     save_atomic(to_pil(d.image), out / "demo.png")
-    print(json.dumps({"image": str(image), "bytes": len(r.data), "bpp": round(r.bpp, 5),
-                      "psnr_db": round(psnr(ref, d.image), 3), "quality_byte": r.quality,
-                      "encode_s": round(t1 - t0, 3), "decode_s": round(t2 - t1, 3),
-                      "outputs": [str(out / "demo.ulic"), str(out / "demo.png")]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "image": str(image),
+                "bytes": len(r.data),
+                "bpp": round(r.bpp, 5),
+                "psnr_db": round(psnr(ref, d.image), 3),
+                "quality_byte": r.quality,
+                "encode_s": round(t1 - t0, 3),
+                "decode_s": round(t2 - t1, 3),
+                "outputs": [str(out / "demo.ulic"), str(out / "demo.png")],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -134,15 +164,31 @@ def _default_example() -> Path:
 
 
 def cmd_compress_dir(a: argparse.Namespace) -> int:
-    from ulic.batch import compress_dir, print_summary
-    return print_summary(compress_dir(Path(a.input), Path(a.output), a.quality, a.bpp, a.max_bytes,
-                                      a.overwrite, log=_quiet_log(a.quiet), optimize=a.optimize))
+    from ulic.batch import compress_dir, parse_shard, print_summary
+
+    shard = parse_shard(a.shard) if a.shard else None
+    return print_summary(
+        compress_dir(
+            Path(a.input),
+            Path(a.output),
+            a.quality,
+            a.bpp,
+            a.max_bytes,
+            a.overwrite,
+            log=_quiet_log(a.quiet),
+            optimize=a.optimize,
+            shard=shard,
+        )
+    )
 
 
 def cmd_decompress_dir(a: argparse.Namespace) -> int:
-    from ulic.batch import decompress_dir, print_summary
-    return print_summary(decompress_dir(Path(a.input), Path(a.output), a.overwrite,
-                                        log=_quiet_log(a.quiet)))
+    from ulic.batch import decompress_dir, parse_shard, print_summary
+
+    shard = parse_shard(a.shard) if a.shard else None
+    return print_summary(
+        decompress_dir(Path(a.input), Path(a.output), a.overwrite, log=_quiet_log(a.quiet), shard=shard)
+    )
 
 
 def _quiet_log(quiet: bool):
@@ -151,32 +197,54 @@ def _quiet_log(quiet: bool):
 
 def cmd_train_codec(a: argparse.Namespace) -> int:
     from ulic.train.train_codec import main
+
     return main(a.rest)
 
 
 def _add_optimize(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--optimize", type=_number("a whole number in 0..1000", 0, 1000, whole=True),
-                        default=0, metavar="N",
-                        help="encode-time optimisation steps for each image (fidelity mode): 20 gives "
-                             "about +0.6 dB PSNR at the same bytes but slightly worse LPIPS/DISTS "
-                             "with the diffusion decoder; about 1.6 s per step for 768x512 on 2 "
-                             "cores (default 0: off)")
+    parser.add_argument(
+        "--optimize",
+        type=_number("a whole number in 0..1000", 0, 1000, whole=True),
+        default=0,
+        metavar="N",
+        help="encode-time optimisation steps for each image (fidelity mode): 20 gives "
+        "about +0.6 dB PSNR at the same bytes but slightly worse LPIPS/DISTS "
+        "with the diffusion decoder; about 1.6 s per step for 768x512 on 2 "
+        "cores (default 0: off)",
+    )
 
 
 def _add_rate(parser: argparse.ArgumentParser, max_bytes: bool = True) -> None:
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--quality", type=_number("a number in 0..100", 0, 100), help="0..100 (default 50)")
-    g.add_argument("--bpp", type=_number("a positive number", 0, above=True),
-                   help="target bits per pixel (within +-3%%)")
+    g.add_argument(
+        "--bpp", type=_number("a positive number", 0, above=True), help="target bits per pixel (within +-3%%)"
+    )
     if max_bytes:
-        g.add_argument("--max-bytes", type=_number("a positive whole number", 1, whole=True),
-                       help="largest file not above N bytes")
+        g.add_argument(
+            "--max-bytes", type=_number("a positive whole number", 1, whole=True), help="largest file not above N bytes"
+        )
+
+
+def _add_dir_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary")
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        default=None,
+        help="do only shard K of N (1 <= K <= N), chosen by a hash of each output path: "
+        "N workers (e.g. a job array) split a folder with no coordination",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ulic", description="Learned image codec for ultra-low bitrates.")
-    p.add_argument("--threads", type=_number("a whole number in 1..1024", 1, 1024, whole=True),
-                   default=None, help="torch CPU threads")
+    p.add_argument(
+        "--threads",
+        type=_number("a whole number in 1..1024", 1, 1024, whole=True),
+        default=None,
+        help="torch CPU threads",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="image -> .ulic")
@@ -189,14 +257,26 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decompress", help=".ulic -> image (PNG)")
     d.add_argument("input")
     d.add_argument("-o", "--output")
-    d.add_argument("--decoder", choices=("mse", "fast", "diffusion"), default=None,
-                   help="diffusion: CDM refinement, sharpest; fast: one-pass DRM reconstruction; mse: the "
-                        "stage-1 latent as coded, highest PSNR but blurry (default: the model's choice)")
-    d.add_argument("--steps", type=_number("a whole number in 1..50", 1, 50, whole=True), default=None,
-                   help="diffusion steps (default 4)")
-    d.add_argument("--realism", type=float, default=None,
-                   help="0 (fidelity, highest PSNR) .. 1 (realism, sharpest texture), for models trained "
-                        "with it (default: the model's choice)")
+    d.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        default=None,
+        help="diffusion: CDM refinement, sharpest; fast: one-pass DRM reconstruction; mse: the "
+        "stage-1 latent as coded, highest PSNR but blurry (default: the model's choice)",
+    )
+    d.add_argument(
+        "--steps",
+        type=_number("a whole number in 1..50", 1, 50, whole=True),
+        default=None,
+        help="diffusion steps (default 4)",
+    )
+    d.add_argument(
+        "--realism",
+        type=float,
+        default=None,
+        help="0 (fidelity, highest PSNR) .. 1 (realism, sharpest texture), for models trained "
+        "with it (default: the model's choice)",
+    )
     d.set_defaults(func=cmd_decompress)
 
     cd = sub.add_parser("compress-dir", help="every image under a folder -> .ulic files (resumable)")
@@ -205,14 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rate(cd)
     _add_optimize(cd)
     cd.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
-    cd.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary")
+    _add_dir_options(cd)
     cd.set_defaults(func=cmd_compress_dir)
 
     dd = sub.add_parser("decompress-dir", help="every .ulic file under a folder -> PNG (resumable)")
     dd.add_argument("input")
     dd.add_argument("-o", "--output", required=True, help="output folder (mirrors the input tree)")
     dd.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
-    dd.add_argument("-q", "--quiet", action="store_true", help="print only errors and the summary")
+    _add_dir_options(dd)
     dd.set_defaults(func=cmd_decompress_dir)
 
     i = sub.add_parser("info", help="print a .ulic file's header as JSON")
@@ -227,12 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_demo)
 
     from ulic.evaluation.cli import add_eval_parser
+
     add_eval_parser(sub)
     from ulic.serve.cli import add_serve_parser
+
     add_serve_parser(sub)
 
-    t = sub.add_parser("train-codec", help="train the latent codec (see --help of the module)",
-                       add_help=False)
+    t = sub.add_parser("train-codec", help="train the latent codec (see --help of the module)", add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
     t.set_defaults(func=cmd_train_codec)
     return p
@@ -242,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         from ulic.imageio import quiet_pillow_logs
+
         quiet_pillow_logs()  # errors are ulic's one line
         _threads(args.threads)
         return args.func(args)

@@ -14,6 +14,7 @@ Reading (the documented handling of modes and sizes):
 Writing (`save_atomic`): the output appears complete or not at all; a replaced file keeps its
 mode and owner; devices, folders, the input itself and files with other hard links are refused.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,9 @@ import struct
 import sys
 import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable, Union
+from typing import IO
 
 import numpy as np
 import torch
@@ -36,10 +38,22 @@ from ulic.errors import InputImageError, OutputError, UlicError
 from ulic.limits import DEFAULT_MAX_PIXELS, check_size, max_pixels, stat_input  # noqa: F401 (re-exported)
 
 MIN_SIDE = 16
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray, IO[bytes]]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray | IO[bytes]
 # what Pillow's plugins raise on damaged or hostile files
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError,
-                  ZeroDivisionError, OverflowError, struct.error, zlib.error)
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+    struct.error,
+    zlib.error,
+)
 _GREY_16 = ("I;16", "I;16B", "I;16L", "I")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _ALPHA_NOTICE = "alpha channel dropped (ulic codes colour only)"
@@ -49,8 +63,9 @@ _ALPHA_NOTICE = "alpha channel dropped (ulic codes colour only)"
 def _check_dims(width: int, height: int, name: str | None) -> None:
     prefix = f"{name}: " if name else ""
     if width < MIN_SIDE or height < MIN_SIDE:
-        raise InputImageError(f"{prefix}image is {width}x{height}; ulic needs at least "
-                              f"{MIN_SIDE}x{MIN_SIDE} pixels")
+        raise InputImageError(
+            f"{prefix}image is {width}x{height}; ulic needs at least " f"{MIN_SIDE}x{MIN_SIDE} pixels"
+        )
     check_size(height, width, InputImageError, f"{prefix}image")
 
 
@@ -182,8 +197,10 @@ def _open_any(src: ImageSource, notices: list[str]) -> Image.Image:
     elif callable(getattr(src, "read", None)):
         data = _read_stream(src)
     else:
-        raise InputImageError(f"cannot read an image from {type(src).__name__} (give a path, bytes, "
-                              "a binary file object, a PIL image or a uint8 array)")
+        raise InputImageError(
+            f"cannot read an image from {type(src).__name__} (give a path, bytes, "
+            "a binary file object, a PIL image or a uint8 array)"
+        )
     return _decode(lambda: io.BytesIO(data), "input", notices)
 
 
@@ -207,7 +224,7 @@ def png_pixel_bytes(width: int, height: int, depth: int, colour: int, interlace:
     """Bytes of filtered pixel data (one filter byte per row) that a PNG header declares."""
     bits = depth * _PNG_CHANNELS.get(colour, 4)
     total = 0
-    for x0, y0, dx, dy in (_ADAM7 if interlace else ((0, 0, 1, 1),)):
+    for x0, y0, dx, dy in _ADAM7 if interlace else ((0, 0, 1, 1),):
         w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
         if w > 0 and h > 0:
             total += h * (1 + (w * bits + 7) // 8)
@@ -257,8 +274,9 @@ def check_png_complete(f: IO[bytes], name: str) -> None:
         else:
             f.seek(length + 4, 1)
     if need is not None and got < need:
-        raise InputImageError(f"{name}: image data is incomplete: {got} of the {need} bytes of "
-                              "pixel data that its PNG header declares")
+        raise InputImageError(
+            f"{name}: image data is incomplete: {got} of the {need} bytes of " "pixel data that its PNG header declares"
+        )
 
 
 # -- JPEG size --------------------------------------------------------------------------------------
@@ -317,8 +335,10 @@ def check_jpeg_size(f: IO[bytes], name: str) -> None:
     need = jpeg_min_bytes(f)
     size = f.seek(0, 2)
     if need is not None and size < need:
-        raise InputImageError(f"{name}: image data is incomplete: the image its JPEG header declares "
-                              f"takes at least {need} bytes, the file has {size}")
+        raise InputImageError(
+            f"{name}: image data is incomplete: the image its JPEG header declares "
+            f"takes at least {need} bytes, the file has {size}"
+        )
 
 
 _COMPLETENESS_CHECKS = {"PNG": check_png_complete, "JPEG": check_jpeg_size, "MPO": check_jpeg_size}
@@ -331,8 +351,16 @@ def to_pil(x: torch.Tensor) -> Image.Image:
 
 
 # -- writing ------------------------------------------------------------------------------------
-OUTPUT_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM",
-                  ".webp": "WEBP", ".jpg": "JPEG", ".jpeg": "JPEG"}
+OUTPUT_FORMATS = {
+    ".png": "PNG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".ppm": "PPM",
+    ".webp": "WEBP",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+}
 
 
 def image_format(path: str | Path) -> str:
@@ -374,8 +402,10 @@ def check_output(path: str | Path, source: object = None) -> Path:
     if isinstance(source, (str, os.PathLike)) and _same_file(st, source):
         raise OutputError(f"{path}: is the input file; choose another output")
     if st.st_nlink > 1:
-        raise OutputError(f"{path}: has {st.st_nlink} hard links, which replacing it would break "
-                          "(remove it first or choose another output)")
+        raise OutputError(
+            f"{path}: has {st.st_nlink} hard links, which replacing it would break "
+            "(remove it first or choose another output)"
+        )
     return target
 
 
@@ -407,11 +437,11 @@ def _fill(f, data: bytes | Image.Image, target: Path, fmt: str | None) -> None:
 def _link_unnamed(fd: int, dst: Path) -> bool:
     """Give the unnamed file open at fd the name dst (Linux linkat with AT_SYMLINK_FOLLOW)."""
     import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         at_fdcwd, at_symlink_follow = -100, 0x400
-        return libc.linkat(at_fdcwd, f"/proc/self/fd/{fd}".encode(), at_fdcwd,
-                           os.fsencode(dst), at_symlink_follow) == 0
+        return libc.linkat(at_fdcwd, f"/proc/self/fd/{fd}".encode(), at_fdcwd, os.fsencode(dst), at_symlink_follow) == 0
     except (OSError, AttributeError):
         return False
 
@@ -438,8 +468,7 @@ def stale_temp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp") and ".ulic-tmp-" in name
 
 
-def save_atomic(data: bytes | Image.Image, path: str | Path, fmt: str | None = None,
-                source: object = None) -> None:
+def save_atomic(data: bytes | Image.Image, path: str | Path, fmt: str | None = None, source: object = None) -> None:
     """Write bytes or an image so that path holds either the old file or the complete new one.
 
     The checks of `check_output` come first (source: the input, never to be replaced). Images
@@ -460,3 +489,22 @@ def save_atomic(data: bytes | Image.Image, path: str | Path, fmt: str | None = N
         if isinstance(e, (OSError, ValueError, KeyError)):  # Pillow's save raises all three
             raise OutputError(f"{path}: cannot write ({getattr(e, 'strerror', None) or e})") from None
         raise
+
+
+def list_images(root: str | Path, recursive: bool = False) -> list[Path]:
+    """The image files (by suffix, case-insensitive) in a folder, or under it with `recursive`,
+    sorted; hidden files and folders skipped. UlicError if there is no folder or no image."""
+    d = Path(root)
+    if not d.is_dir():
+        raise UlicError(f"{d}: not a folder of images")
+    files = d.rglob("*") if recursive else d.iterdir()
+    found = sorted(
+        p
+        for p in files
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(d).parts)
+    )
+    if not found:
+        raise UlicError(f"{d}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    return found

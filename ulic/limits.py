@@ -12,6 +12,7 @@
 - Inputs named by path must be regular files (a FIFO is also accepted for .ulic files, read
   up to the length bound); devices, sockets and folders are refused.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,17 +50,22 @@ def padded(height: int, width: int, multiple: int = PAD) -> tuple[int, int]:
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
-def check_size(height: int, width: int, error: type[UlicError] = InputImageError,
-               what: str = "image", multiple: int = PAD) -> None:
+def check_size(
+    height: int, width: int, error: type[UlicError] = InputImageError, what: str = "image", multiple: int = PAD
+) -> None:
     """Raise `error` unless the padded image is within the pixel limit and aspect ratio."""
     hp, wp = padded(height, width, multiple)
     limit = max_pixels()
     if hp * wp > limit:
-        raise error(f"{what} {width}x{height} ({wp}x{hp} padded to multiples of {multiple}) "
-                    f"exceeds the limit of {limit} pixels (set ULIC_MAX_PIXELS to raise it)")
+        raise error(
+            f"{what} {width}x{height} ({wp}x{hp} padded to multiples of {multiple}) "
+            f"exceeds the limit of {limit} pixels (set ULIC_MAX_PIXELS to raise it)"
+        )
     if max(hp, wp) > MAX_ASPECT * min(hp, wp):
-        raise error(f"{what} {width}x{height} is too elongated: padded sides more than "
-                    f"{MAX_ASPECT} times apart are not supported")
+        raise error(
+            f"{what} {width}x{height} is too elongated: padded sides more than "
+            f"{MAX_ASPECT} times apart are not supported"
+        )
 
 
 @lru_cache(maxsize=8)
@@ -70,6 +76,7 @@ def _symbol_bits(codec) -> tuple[float, float]:
     def least(table) -> float:
         t = table.double()
         return float(-math.log2(float(t.max()) / float(t.sum())))
+
     return sum(least(t) for t in st.z_tables), min(least(t) for t in st.y_tables)
 
 
@@ -95,16 +102,18 @@ def container_bounds(head: bytes, codec) -> tuple[int, int, int, int]:
     return height, width, fewest, most + HEADER_BYTES
 
 
-def _check_length(length: int, bounds: tuple[int, int, int, int], name: str | None,
-                  at_least: bool = True) -> None:
+def _check_length(length: int, bounds: tuple[int, int, int, int], name: str | None, at_least: bool = True) -> None:
     height, width, fewest, most = bounds
     prefix = f"{name}: " if name else ""
     if at_least and length < fewest:
-        raise BitstreamError(f"{prefix}file is truncated: a {width}x{height} image needs at least "
-                             f"{fewest} bytes, the file has {length}")
+        raise BitstreamError(
+            f"{prefix}file is truncated: a {width}x{height} image needs at least "
+            f"{fewest} bytes, the file has {length}"
+        )
     if length > most:
-        raise BitstreamError(f"{prefix}file is {length} bytes, more than a {width}x{height} image "
-                             f"can take ({most})")
+        raise BitstreamError(
+            f"{prefix}file is {length} bytes, more than a {width}x{height} image " f"can take ({most})"
+        )
 
 
 def check_container_length(data: bytes, codec) -> None:

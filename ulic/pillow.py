@@ -13,6 +13,7 @@ decoder reads no further than the declared image can need (`ulic.limits`). Pillo
 file itself when saving; for an atomic write use `ulic.api.compress` with
 `ulic.imageio.save_atomic`.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,7 @@ def _accept(prefix: bytes) -> bool:
     """Magic of version 1 ("UL") or version 2 (lead byte 0xE_ with format version 2)."""
     if prefix[:2] == bitstream.MAGIC:
         return True
-    return bool(prefix) and prefix[0] & 0xF0 == bitstream.LEAD_MAGIC and \
-        prefix[0] & 0x07 == bitstream.FORMAT_VERSION
+    return bool(prefix) and prefix[0] & 0xF0 == bitstream.LEAD_MAGIC and prefix[0] & 0x07 == bitstream.FORMAT_VERSION
 
 
 def _tile(extents: tuple[int, int, int, int], args: tuple) -> Any:
@@ -47,6 +47,7 @@ def _tile(extents: tuple[int, int, int, int], args: tuple) -> Any:
 
 class UlicImageFile(ImageFile.ImageFile):
     """A .ulic file opened by Pillow; the pixels are decoded on first use (`load`)."""
+
     format = FORMAT
     format_description = "ulic learned image codec"
 
@@ -66,8 +67,9 @@ class UlicImageFile(ImageFile.ImageFile):
         self.ulic_options: dict[str, Any] = {"decoder": None, "steps": None, "realism": None}
         self.tile = [_tile((0, 0) + self.size, (self.ulic_options, self.info))]
 
-    def configure(self, decoder: str | None = None, steps: int | None = None,
-                  realism: float | None = None) -> "UlicImageFile":
+    def configure(
+        self, decoder: str | None = None, steps: int | None = None, realism: float | None = None
+    ) -> UlicImageFile:
         """Choose how the pixels are decoded ("mse", "fast", "diffusion"; diffusion steps;
         realism 0..1); call before the image is loaded. Returns the image."""
         if not self.tile:
@@ -78,26 +80,30 @@ class UlicImageFile(ImageFile.ImageFile):
 
 class _UlicDecoder(ImageFile.PyDecoder):
     """Decodes a whole .ulic file with `ulic.api.decode` into the image."""
+
     _pulls_fd = True
 
     def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:
         from ulic.api import decode
-        from ulic.codec.store import load_model
         from ulic.imageio import to_pil
+        from ulic.model_store import load_model
+
         options, info = self.args
         assert self.fd is not None
         head = self.fd.read(PEEK_BYTES)  # read no further than the declared image can need
         most = container_bounds(head, load_model().codec)[3]
         r = decode(head + self.fd.read(most + 1 - len(head)), **options)
         self.set_as_raw(to_pil(r.image).tobytes(), "RGB")
-        info.update(ulic_quality=r.header.quality, ulic_decoder=r.decoder, ulic_steps=r.steps,
-                    ulic_seconds=dict(r.seconds))
+        info.update(
+            ulic_quality=r.header.quality, ulic_decoder=r.decoder, ulic_steps=r.steps, ulic_seconds=dict(r.seconds)
+        )
         return -1, 0
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     """Encode with the save() keywords quality, bpp, max_bytes and optimize."""
     from ulic.api import encode
+
     options = {k: im.encoderinfo[k] for k in SAVE_OPTIONS if k in im.encoderinfo}
     r = encode(im, **options)
     for notice in r.notices:
@@ -105,8 +111,9 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     fp.write(r.data)
 
 
-def open(fp: str | Path | IO[bytes], decoder: str | None = None, steps: int | None = None,
-         realism: float | None = None) -> UlicImageFile:
+def open(
+    fp: str | Path | IO[bytes], decoder: str | None = None, steps: int | None = None, realism: float | None = None
+) -> UlicImageFile:
     """Open a .ulic file with decoder options (see `ulic.api.decode`); pixels decode on load."""
     im = Image.open(fp, formats=[FORMAT])
     assert isinstance(im, UlicImageFile)

@@ -4,6 +4,7 @@ Third-party TAEF2 files are found in this order: an explicit folder, the ULIC_WE
 setting, the user cache ($XDG_CACHE_HOME/ulic or ~/.cache/ulic), then a download from the
 public URL, verified against the pinned sha256 and written atomically into the cache.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,7 @@ def download(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> Path:
                 h.update(chunk)
                 f.write(chunk)
         if h.hexdigest() != sha256:
-            raise WeightsError(f"download of {url} has sha256 {h.hexdigest()[:12]}…, "
-                               f"expected {sha256[:12]}…")
+            raise WeightsError(f"download of {url} has sha256 {h.hexdigest()[:12]}…, " f"expected {sha256[:12]}…")
         os.replace(tmp, dest)
         return dest
     except OSError as e:
@@ -79,12 +79,15 @@ def find_weight(name: str, folder: str | Path | None = None, allow_download: boo
             reason = str(e)
     else:
         reason = "downloads are off (ULIC_OFFLINE=1)"
-    raise WeightsError(f"{name} not found ({reason}); put taef2_encoder.pth and taef2_decoder.pth "
-                       f"in {cache_dir()} or set ULIC_WEIGHTS_DIR to their folder")
+    raise WeightsError(
+        f"{name} not found ({reason}); put taef2_encoder.pth and taef2_decoder.pth "
+        f"in {cache_dir()} or set ULIC_WEIGHTS_DIR to their folder"
+    )
 
 
 @lru_cache(maxsize=2)
 def load_vae(folder: str | None = None):
     """The frozen TAEF2 autoencoder (float32, CPU), loaded once per process."""
     from ulic.vae.taef2 import TAEF2
+
     return TAEF2(find_weight("taef2_encoder.pth", folder), find_weight("taef2_decoder.pth", folder))

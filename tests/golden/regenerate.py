@@ -5,6 +5,7 @@
 Run this only when the model or the format version changes on purpose: the golden test
 checks that committed files keep decoding to exactly these symbols and pixels.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,11 @@ import numpy as np
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-CASES = [("kodim23", (100, 380, 160, 96), 20), ("kodim23", (300, 120, 64, 64), 80),
-         ("kodim01", (0, 0, 130, 17), 50)]  # (image, (left, top, width, height), quality)
+CASES = [
+    ("kodim23", (100, 380, 160, 96), 20),
+    ("kodim23", (300, 120, 64, 64), 80),
+    ("kodim01", (0, 0, 130, 17), 50),
+]  # (image, (left, top, width, height), quality)
 
 
 def decode_with_symbols(data: bytes, decoder: str = "fast"):
@@ -26,8 +30,9 @@ def decode_with_symbols(data: bytes, decoder: str = "fast"):
     import torch
 
     from ulic import api
-    from ulic.codec.store import load_model
     from ulic.imageio import to_pil
+    from ulic.model_store import load_model
+
     model = load_model()
     got = []
     hook = model.codec.g_s.register_forward_pre_hook(lambda m, a: got.append(a[0].clone()))
@@ -55,7 +60,8 @@ def main() -> int:
 
     from ulic import api
     from ulic.bitstream import FORMAT_VERSION
-    from ulic.codec.store import load_model
+    from ulic.model_store import load_model
+
     kodak = Path(os.environ["ULIC_KODAK_DIR"])
     model = load_model()
     entries = {}
@@ -66,10 +72,15 @@ def main() -> int:
         (HERE / f"{stem}.ulic").write_bytes(data)
         img, y_hat = decode_with_symbols(data)
         Image.fromarray(img).save(HERE / f"{stem}.png")
-        entries[stem] = {"format_version": FORMAT_VERSION, "model_sha256": model.config["weights_sha256"],
-                         "decoder": "fast", "decoder_sha256": _decoder_sha(model),
-                         "bytes": len(data), "y_hat_sha256": sha(y_hat.numpy().tobytes()),
-                         "pixels_sha256": sha(img.tobytes())}
+        entries[stem] = {
+            "format_version": FORMAT_VERSION,
+            "model_sha256": model.config["weights_sha256"],
+            "decoder": "fast",
+            "decoder_sha256": _decoder_sha(model),
+            "bytes": len(data),
+            "y_hat_sha256": sha(y_hat.numpy().tobytes()),
+            "pixels_sha256": sha(img.tobytes()),
+        }
     (HERE / "golden.json").write_text(json.dumps(entries, indent=2) + "\n")
     print(json.dumps(entries, indent=2))
     return 0

@@ -8,6 +8,7 @@
 Frequency tables are integers summing to 2**PRECISION with every symbol >= 1, so encoder and
 decoder build identical models from the stored tables, independent of floating-point details.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,7 +82,7 @@ class FactorizedPrior(nn.Module):
 
     def logits_cdf(self, x: torch.Tensor) -> torch.Tensor:
         """x: (C, 1, n) -> logit of the CDF at x, (C, 1, n)."""
-        for i, (m, b) in enumerate(zip(self.matrices, self.biases)):
+        for i, (m, b) in enumerate(zip(self.matrices, self.biases, strict=False)):
             x = torch.matmul(F.softplus(m.to(x.dtype)), x) + b.to(x.dtype)
             if i < len(self.factors):
                 x = x + torch.tanh(self.factors[i].to(x.dtype)) * torch.tanh(x)

@@ -8,6 +8,7 @@ order (threads, BLAS, CPU or GPU). What remains per layer is elementwise IEEE ar
 that select the probability tables are bit-identical on every machine (Balle et al. 2019,
 "Integer networks for data compression", in spirit).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,9 +27,14 @@ class HyperSynthesis(nn.Module):
     def __init__(self, cz: int, n: int, m: int):
         super().__init__()
         self.m = m
-        self.convs = nn.ModuleList([
-            nn.Conv2d(cz, n, 3, padding=1), nn.Conv2d(n, n, 3, padding=1),
-            nn.Conv2d(n, n, 3, padding=1), nn.Conv2d(n, 2 * m, 1)])
+        self.convs = nn.ModuleList(
+            [
+                nn.Conv2d(cz, n, 3, padding=1),
+                nn.Conv2d(n, n, 3, padding=1),
+                nn.Conv2d(n, n, 3, padding=1),
+                nn.Conv2d(n, 2 * m, 1),
+            ]
+        )
 
     def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's output (after ReLU for hidden layers); the last is (mean, index)."""
@@ -44,7 +50,7 @@ class HyperSynthesis(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.activations(x)[-1]
-        return y[:, : self.m], y[:, self.m:]
+        return y[:, : self.m], y[:, self.m :]
 
 
 def _exact_conv(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -99,4 +105,4 @@ class IntegerHyperSynthesis(nn.Module):
             x = acc * getattr(self, f"{i}_mult")[:, None, None] + getattr(self, f"{i}_bias")[:, None, None]
             if i < self.layers - 1:
                 a = torch.round(torch.relu(x) * getattr(self, f"{i}_act_inv")).clamp(0, 2**ACT_BITS - 1)
-        return x[:, : self.m], x[:, self.m:]
+        return x[:, : self.m], x[:, self.m :]

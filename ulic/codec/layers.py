@@ -1,4 +1,5 @@
 """Small building blocks of the latent codec's transforms."""
+
 from __future__ import annotations
 
 import torch

@@ -14,6 +14,7 @@ rounding in the forward pass the loss of each iterate is its real cost up to the
 quantisation, so the lowest-loss iterate is kept (the start included). Only the encoder
 changes: the decoder and the files' format do not.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ulic.codec.entropy_models import gaussian_likelihood
-from ulic.codec.model import Q_STEPS, ZIG_FRAC_BITS, LatentCodec, lmbda_of
+from ulic.codec.model import Q_STEPS, LatentCodec, lmbda_of
 from ulic.vae.taef2 import decode_pixels
 from ulic.vae.tiling import DECODER_HALO, DECODER_SPLIT, TILE, tiles
 
@@ -42,9 +42,14 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def pixel_sse_grad(decoder: torch.nn.Sequential, z_c: torch.Tensor, image: torch.Tensor,
-                   bf16: bool, tile: int = TILE, grad: bool = True
-                   ) -> tuple[float, torch.Tensor | None]:
+def pixel_sse_grad(
+    decoder: torch.nn.Sequential,
+    z_c: torch.Tensor,
+    image: torch.Tensor,
+    bf16: bool,
+    tile: int = TILE,
+    grad: bool = True,
+) -> tuple[float, torch.Tensor | None]:
     """Sum of squared errors of decoder(z_c) against image (1, 3, H, W), counting only pixels
     inside the image (z_c (1, 32, ceil(H/8), ceil(W/8))), and (if grad) its gradient with
     respect to z_c."""
@@ -60,8 +65,8 @@ def pixel_sse_grad(decoder: torch.nn.Sequential, z_c: torch.Tensor, image: torch
             if 8 * y0 >= h or 8 * x0 >= w:
                 continue  # a tile of padding only
             pix = decode_pixels(decoder[DECODER_SPLIT:], f[:, :, ya:yb, xa:xb], bf16)  # (1, 3, 8(yb-ya), 8(xb-xa))
-            pix = pix[:, :, 8 * (y0 - ya):8 * (y0 - ya) + r1 - 8 * y0, 8 * (x0 - xa):8 * (x0 - xa) + c1 - 8 * x0]
-            err = (pix - image[:, :, 8 * y0:r1, 8 * x0:c1]).pow(2).sum()
+            pix = pix[:, :, 8 * (y0 - ya) : 8 * (y0 - ya) + r1 - 8 * y0, 8 * (x0 - xa) : 8 * (x0 - xa) + c1 - 8 * x0]
+            err = (pix - image[:, :, 8 * y0 : r1, 8 * x0 : c1]).pow(2).sum()
             if grad:
                 err.backward()  # into f.grad, one tile's graph at a time
             sse += err.item()
@@ -70,19 +75,24 @@ def pixel_sse_grad(decoder: torch.nn.Sequential, z_c: torch.Tensor, image: torch
     return sse, z_leaf.grad
 
 
-def optimize_latents(codec: LatentCodec, decoder: torch.nn.Sequential, image: torch.Tensor,
-                     y: torch.Tensor, z: torch.Tensor, q_byte: int, iterations: int,
-                     lr: float = LEARNING_RATE, bf16: bool | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def optimize_latents(
+    codec: LatentCodec,
+    decoder: torch.nn.Sequential,
+    image: torch.Tensor,
+    y: torch.Tensor,
+    z: torch.Tensor,
+    q_byte: int,
+    iterations: int,
+    lr: float = LEARNING_RATE,
+    bf16: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Tune y (1, M, Hp/32, Wp/32) and z (1, Cz, Hp/128, Wp/128) for image (1, 3, H, W) in
     [0, 1] at q byte q_byte; returns the pair with the lowest loss seen (the given pair if none
     was lower)."""
     if iterations <= 0:
         return y, z
     bf16 = native_bf16() if bf16 is None else bf16
-    st = codec._state()
-    g, ig, zg = (t[q_byte].float()[None, :, None, None] for t in (st.gain, st.igain, st.zgain))
-    zig = st.zigain_fp[q_byte].float()[None, :, None, None] / (1 << ZIG_FRAC_BITS)
+    gains = codec.byte_gains(q_byte)
     lam = float(lmbda_of(torch.tensor(q_byte / Q_STEPS), codec.cfg))
     pixels = image.shape[2] * image.shape[3]
     lh, lw = -(-image.shape[2] // 8), -(-image.shape[3] // 8)  # the latent decoding keeps
@@ -91,15 +101,11 @@ def optimize_latents(codec: LatentCodec, decoder: torch.nn.Sequential, image: to
     best = (math.inf, y, z)
     with torch.enable_grad():
         for i in range(iterations + 1):
-            z_s = z_t * zg
-            z_hat = z_s + (torch.round(z_s) - z_s).detach()  # straight-through rounding
-            mean, v = codec.h_s(z_hat * zig)
-            mean_s, scale_s = mean * g, codec.scale_from_index(v) * g
-            y_s = y_t * g
-            y_hat = y_s + (torch.round(y_s - mean_s) + mean_s - y_s).detach()
-            bits = -(gaussian_likelihood(y_hat, mean_s, scale_s).log2().sum()
-                     + codec.prior.likelihood(z_hat).log2().sum())
-            z_c = codec.g_s(y_hat * ig)[:, :, :lh, :lw]  # (1, 32, ceil(H/8), ceil(W/8))
+            z_hat = codec.quantize(z_t * gains.zg, "ste")
+            mean_s, scale_s = codec.hyper(z_hat, gains)
+            y_hat = codec.quantize(y_t * gains.g, "ste", mean_s)
+            bits = codec.bits(y_hat, mean_s, scale_s, z_hat).sum()
+            z_c = codec.g_s(y_hat * gains.ig)[:, :, :lh, :lw]  # (1, 32, ceil(H/8), ceil(W/8))
             last = i == iterations  # the last pass only scores the last step
             sse, grad = pixel_sse_grad(decoder, z_c, image, bf16, grad=not last)
             loss = bits.item() / pixels + lam * sse / (3 * pixels)  # of y_t, z_t as they are

@@ -3,6 +3,7 @@
 Every model is built from a stored integer table (frequencies summing to 2**PRECISION), which
 is exactly representable as float64, so encoder and decoder construct identical models.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -62,5 +63,6 @@ class Decoder:
         try:
             return np.asarray(self._dec.decode(model_for(freq), count), dtype=np.int32)
         except (ValueError, RuntimeError, AssertionError) as e:  # constriction raises all three
-            raise BitstreamError("entropy-coded data is corrupt "
-                                 f"({str(e).strip().rstrip('.') or type(e).__name__})") from None
+            raise BitstreamError(
+                "entropy-coded data is corrupt " f"({str(e).strip().rstrip('.') or type(e).__name__})"
+            ) from None

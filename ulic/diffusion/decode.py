@@ -1,4 +1,5 @@
 """Decoding a compressed latent z_c with the DRM (`fast`) or the CDM sampler (`diffusion`)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,14 @@ def seed_from_bytes(data: bytes) -> int:
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") & (2**63 - 1)
 
 
-def sample(dec: DiffusionDecoder, z_c: torch.Tensor, q_byte: int, steps: int, eps: torch.Tensor,
-           realism: float | torch.Tensor | None = None) -> torch.Tensor:
+def sample(
+    dec: DiffusionDecoder,
+    z_c: torch.Tensor,
+    q_byte: int,
+    steps: int,
+    eps: torch.Tensor,
+    realism: float | torch.Tensor | None = None,
+) -> torch.Tensor:
     """The decoding path in latent space, differentiable (stage 3 trains through it): z_c
     (B, 32, h, w) -> refined latent (B, 32, h, w), one quality byte for the batch; steps = 0
     gives the DRM's coarse latent; eps (B, 32, h, w) is the start noise; realism: one R for
@@ -41,8 +48,9 @@ def sample(dec: DiffusionDecoder, z_c: torch.Tensor, q_byte: int, steps: int, ep
 
 
 @torch.no_grad()
-def refine(dec: DiffusionDecoder, z_c: torch.Tensor, q_byte: int, steps: int, seed: int,
-           realism: float | None = None) -> torch.Tensor:
+def refine(
+    dec: DiffusionDecoder, z_c: torch.Tensor, q_byte: int, steps: int, seed: int, realism: float | None = None
+) -> torch.Tensor:
     """z_c (1, 32, h, w) -> refined latent (1, 32, h, w), noise seeded by `seed`; steps = 0
     gives the DRM's coarse latent."""
     g = torch.Generator().manual_seed(seed)

@@ -10,6 +10,7 @@ A small UNet: two levels (h and h/2), FiLM from the time embedding plus the glob
 spatial features concatenated at the input. The output convolution starts at zero, so an
 untrained denoiser returns the DRM's coarse latent.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,6 +37,11 @@ class DiffusionConfig:
     realism: bool = False  # stage 3: DRM and denoiser take the realism R in [0, 1]
     pixel_decoder: bool = False  # stage 3: a trainable pixel decoder replaces the frozen TAEF2 one
 
+    @classmethod
+    def from_dict(cls, d: dict) -> DiffusionConfig:
+        """The inverse of `as_dict` (JSON lists become tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -50,13 +56,15 @@ class DRM(nn.Module):
         self.body = nn.Sequential(*[ResBlock(n) for _ in range(cfg.drm_blocks)])
         self.to_coarse = conv3(n, c)
         self.to_spatial = conv3(n, cfg.spatial)
-        self.to_semantic = nn.Sequential(nn.Linear(2 * n, cfg.semantic), nn.SiLU(),
-                                         nn.Linear(cfg.semantic, cfg.semantic))
+        self.to_semantic = nn.Sequential(
+            nn.Linear(2 * n, cfg.semantic), nn.SiLU(), nn.Linear(cfg.semantic, cfg.semantic)
+        )
         nn.init.zeros_(self.to_coarse.weight)
         nn.init.zeros_(self.to_coarse.bias)
 
-    def forward(self, z_c: torch.Tensor, q: torch.Tensor,
-                realism: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, z_c: torch.Tensor, q: torch.Tensor, realism: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """realism (B,) is read only by a model configured with `realism`."""
         planes = [q] if self.head.in_channels == z_c.shape[1] + 1 else [q, _given(realism)]
         planes = [v.to(z_c.dtype)[:, None, None, None].expand(-1, 1, *z_c.shape[2:]) for v in planes]
@@ -119,8 +127,15 @@ class Denoiser(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, coarse: torch.Tensor, spatial: torch.Tensor,
-                semantic: torch.Tensor, realism: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        coarse: torch.Tensor,
+        spatial: torch.Tensor,
+        semantic: torch.Tensor,
+        realism: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.emb_dim)) + self.sem_proj(semantic)  # (B, e)
         if self.realism_proj is not None:
             emb = emb + self.realism_proj(_given(realism).to(emb.dtype)[:, None])

@@ -9,6 +9,7 @@ fine-tuned in stage 3 (pixel fidelity + perceptual + adversarial), with the real
 The layer indices are those of `ulic.vae.taef2.make_decoder`, so the frozen TAEF2 decoder loads
 into `layers` with strict keys and the tiled decoder (`ulic.vae.tiling`) splits it the same way.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,7 @@ class PixelDecoder(nn.Module):
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
 
-    def load_taef2(self, taef2_decoder: nn.Sequential) -> "PixelDecoder":
+    def load_taef2(self, taef2_decoder: nn.Sequential) -> PixelDecoder:
         self.layers.load_state_dict(taef2_decoder.state_dict(), strict=True)
         return self
 

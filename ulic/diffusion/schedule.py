@@ -11,6 +11,7 @@ and training uses, for t in [0, t'],
 which equals that start at t = t'. The bracket is the "effective noise" e; for all t <= t' the
 sample is a standard forward-process sample of x0 with noise e, so DDIM applies unchanged.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,9 @@ def effective_noise(x0: torch.Tensor, z_c: torch.Tensor, eps: torch.Tensor, a_st
     return eps + (z_c - x0) / _b(torch.sqrt(1 / a_start - 1), x0)
 
 
-def cdm_forward(x0: torch.Tensor, z_c: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor,
-                a_start: torch.Tensor) -> torch.Tensor:
+def cdm_forward(
+    x0: torch.Tensor, z_c: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor, a_start: torch.Tensor
+) -> torch.Tensor:
     """x_t of the CDM forward process; a_t and a_start are (B,) cumulative alphas."""
     e = effective_noise(x0, z_c, eps, a_start)
     return _b(a_t.sqrt(), x0) * x0 + _b((1 - a_t).sqrt(), x0) * e

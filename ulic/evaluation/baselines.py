@@ -1,10 +1,12 @@
 """Classical codecs at ultra-low rates: downscale, encode, decode, upscale.
 
 A setting is "<codec>:d<factor>:q<quality>": the image is downscaled by `factor` (1 or more,
-fractional allowed; Lanczos, sizes rounded), encoded at `quality`, decoded, and upscaled back to the original size (Lanczos). The
-rate counts the codec payload (see `containers`) plus 4 bytes of side information (the original
-width and height as 16-bit numbers) whenever factor > 1; bpp = 8 * bytes / (H * W) of the original.
+fractional allowed; Lanczos, sizes rounded), encoded at `quality`, decoded, and upscaled back
+to the original size (Lanczos). The rate counts the codec payload (see `containers`) plus 4
+bytes of side information (the original width and height as 16-bit numbers) whenever factor > 1;
+bpp = 8 * bytes / (H * W) of the original.
 """
+
 from __future__ import annotations
 
 import io
@@ -17,7 +19,6 @@ from ulic.errors import UlicError
 from ulic.evaluation import containers
 
 SIDE_INFO_BYTES = 4
-CODECS = ("jpeg", "webp", "avif", "hevc", "jxl")
 
 # Settings per codec: (downscale factor, quality), chosen to span about 0.005-0.1 bpp on Kodak.
 GRIDS: dict[str, tuple[tuple[int, float], ...]] = {
@@ -32,6 +33,7 @@ GRIDS: dict[str, tuple[tuple[int, float], ...]] = {
 @dataclass
 class Coded:
     """One decoded baseline: the reconstruction (H, W, 3) uint8 and the counted payload bytes."""
+
     image: np.ndarray
     nbytes: int
 
@@ -49,8 +51,9 @@ def parse_setting(s: str) -> tuple[str, float, float]:
             raise ValueError
         return codec, factor, float(q[1:])
     except (ValueError, IndexError):
-        raise UlicError(f"bad baseline setting {s!r}: expected CODEC:dFACTOR:qQUALITY, "
-                        f"codec one of {', '.join(CODECS)}") from None
+        raise UlicError(
+            f"bad baseline setting {s!r}: expected CODEC:dFACTOR:qQUALITY, " f"codec one of {', '.join(CODECS)}"
+        ) from None
 
 
 def default_settings(codec: str) -> list[str]:
@@ -59,37 +62,83 @@ def default_settings(codec: str) -> list[str]:
     return [setting_name(codec, f, q) for f, q in GRIDS[codec]]
 
 
-def _encode(codec: str, im: Image.Image, q: float) -> tuple[bytes, int]:
-    """(file bytes, counted payload bytes) of one encoding."""
-    b = io.BytesIO()
-    if codec == "jpeg":
-        im.save(b, "JPEG", quality=int(q), optimize=True, subsampling="4:2:0")
+class ClassicalCodec:
+    """One classical codec: `encode` (image -> file bytes and the payload bytes counted) and
+    `decode` (file bytes -> RGB image)."""
+
+    name = ""
+
+    def encode(self, im: Image.Image, quality: float) -> tuple[bytes, int]:
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> Image.Image:
+        return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+class Jpeg(ClassicalCodec):
+    name = "jpeg"
+
+    def encode(self, im: Image.Image, quality: float) -> tuple[bytes, int]:
+        b = io.BytesIO()
+        im.save(b, "JPEG", quality=int(quality), optimize=True, subsampling="4:2:0")
         return b.getvalue(), containers.jpeg_payload_bytes(b.getvalue())
-    if codec == "webp":
-        im.save(b, "WEBP", quality=int(q), method=6)
+
+
+class Webp(ClassicalCodec):
+    name = "webp"
+
+    def encode(self, im: Image.Image, quality: float) -> tuple[bytes, int]:
+        b = io.BytesIO()
+        im.save(b, "WEBP", quality=int(quality), method=6)
         return b.getvalue(), len(containers.riff_chunk(b.getvalue(), b"VP8 "))
-    if codec == "avif":
-        im.save(b, "AVIF", quality=int(q), speed=4, subsampling="4:2:0")
+
+
+class Avif(ClassicalCodec):
+    name = "avif"
+
+    def encode(self, im: Image.Image, quality: float) -> tuple[bytes, int]:
+        b = io.BytesIO()
+        im.save(b, "AVIF", quality=int(quality), speed=4, subsampling="4:2:0")
         return b.getvalue(), containers.avif_payload_bytes(b.getvalue())
-    if codec == "hevc":
+
+
+class Hevc(ClassicalCodec):
+    """HEVC intra (x265 through libheif), in a HEIC file."""
+
+    name = "hevc"
+
+    def encode(self, im: Image.Image, quality: float) -> tuple[bytes, int]:
         import pillow_heif
-        pillow_heif.from_pillow(im).save(b, quality=int(q), chroma=420, enc_params={"x265:info": "0"})
+
+        b = io.BytesIO()
+        pillow_heif.from_pillow(im).save(b, quality=int(quality), chroma=420, enc_params={"x265:info": "0"})
         return b.getvalue(), containers.heic_payload_bytes(b.getvalue())
-    if codec == "jxl":
-        import imagecodecs
-        data = imagecodecs.jpegxl_encode(np.asarray(im), distance=float(q), effort=7)
-        return bytes(data), len(data)
-    raise UlicError(f"unknown codec {codec!r}")
 
-
-def _decode(codec: str, data: bytes) -> Image.Image:
-    if codec == "hevc":
+    def decode(self, data: bytes) -> Image.Image:
         import pillow_heif
+
         return pillow_heif.open_heif(io.BytesIO(data)).to_pillow().convert("RGB")
-    if codec == "jxl":
+
+
+class Jxl(ClassicalCodec):
+    """JPEG XL (libjxl through imagecodecs); quality is the butteraugli distance."""
+
+    name = "jxl"
+
+    def encode(self, im: Image.Image, quality: float) -> tuple[bytes, int]:
         import imagecodecs
+
+        data = bytes(imagecodecs.jpegxl_encode(np.asarray(im), distance=float(quality), effort=7))
+        return data, len(data)
+
+    def decode(self, data: bytes) -> Image.Image:
+        import imagecodecs
+
         return Image.fromarray(imagecodecs.jpegxl_decode(data)).convert("RGB")
-    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+CLASSICAL: dict[str, ClassicalCodec] = {c.name: c for c in (Jpeg(), Webp(), Avif(), Hevc(), Jxl())}
+CODECS = tuple(CLASSICAL)
 
 
 def run_setting(original: np.ndarray, setting: str) -> Coded:
@@ -98,8 +147,8 @@ def run_setting(original: np.ndarray, setting: str) -> Coded:
     h, w = original.shape[:2]
     im = Image.fromarray(original)
     small = im if factor == 1 else im.resize((max(16, round(w / factor)), max(16, round(h / factor))), Image.LANCZOS)
-    data, nbytes = _encode(codec, small, q)
-    rec = _decode(codec, data)
+    data, nbytes = CLASSICAL[codec].encode(small, q)
+    rec = CLASSICAL[codec].decode(data)
     if rec.size != small.size:
         raise UlicError(f"{setting}: decoded size {rec.size} differs from the encoded {small.size}")
     if factor != 1:

@@ -9,9 +9,10 @@ metric, both fits are integrated over the overlap, and the mean log difference d
 For lower-is-better metrics (LPIPS, DISTS, FID) pass higher_is_better=False: the metric is negated
 so that quality increases with rate; the integral is otherwise unchanged.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,6 +51,7 @@ def _integral(m: np.ndarray, lr: np.ndarray, lo: float, hi: float, method: str) 
         return float(np.polyval(p, hi) - np.polyval(p, lo))
     if method == "pchip":
         from scipy.interpolate import PchipInterpolator
+
         return float(PchipInterpolator(m, lr).integrate(lo, hi))
     raise UlicError(f"BD-rate: unknown method {method!r} (choose from {', '.join(METHODS)})")
 
@@ -58,14 +60,22 @@ def overlap(metric_a: np.ndarray, metric_b: np.ndarray) -> tuple[float, float]:
     """The interval both sorted axes cover; UlicError if they do not overlap."""
     lo, hi = max(metric_a[0], metric_b[0]), min(metric_a[-1], metric_b[-1])
     if not hi > lo:
-        raise UlicError(f"BD-rate: the curves do not overlap in quality (anchor covers "
-                        f"[{metric_a[0]:.4g}, {metric_a[-1]:.4g}], test covers [{metric_b[0]:.4g}, "
-                        f"{metric_b[-1]:.4g}]); no rate difference can be measured")
+        raise UlicError(
+            f"BD-rate: the curves do not overlap in quality (anchor covers "
+            f"[{metric_a[0]:.4g}, {metric_a[-1]:.4g}], test covers [{metric_b[0]:.4g}, "
+            f"{metric_b[-1]:.4g}]); no rate difference can be measured"
+        )
     return float(lo), float(hi)
 
 
-def bd_rate(rate_a: Sequence[float], metric_a: Sequence[float], rate_b: Sequence[float],
-            metric_b: Sequence[float], method: str = "pchip", higher_is_better: bool = True) -> float:
+def bd_rate(
+    rate_a: Sequence[float],
+    metric_a: Sequence[float],
+    rate_b: Sequence[float],
+    metric_b: Sequence[float],
+    method: str = "pchip",
+    higher_is_better: bool = True,
+) -> float:
     """BD-rate of test curve B against anchor A, in percent (negative: B saves bits)."""
     sign = 1.0 if higher_is_better else -1.0
     la, ma = _curve(rate_a, metric_a, "A (anchor)")
@@ -77,8 +87,13 @@ def bd_rate(rate_a: Sequence[float], metric_a: Sequence[float], rate_b: Sequence
     return float(100 * (np.exp(d) - 1))
 
 
-def bd_metric(rate_a: Sequence[float], metric_a: Sequence[float], rate_b: Sequence[float],
-              metric_b: Sequence[float], method: str = "pchip") -> float:
+def bd_metric(
+    rate_a: Sequence[float],
+    metric_a: Sequence[float],
+    rate_b: Sequence[float],
+    metric_b: Sequence[float],
+    method: str = "pchip",
+) -> float:
     """Mean metric difference B - A at equal rate (e.g. BD-PSNR), over the overlapping log-rate range."""
     la, ma = _sorted(*_curve(rate_a, metric_a, "A (anchor)"), "A (anchor)")
     lb, mb = _sorted(*_curve(rate_b, metric_b, "B (test)"), "B (test)")

@@ -1,4 +1,5 @@
 """The `ulic eval` subcommand: run codecs over a data set, write CSV/JSON, plots and a report."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ulic.diffusion import DECODERS
 from ulic.errors import UlicError
 
 CODEC_CHOICES = ("ulic", "avif", "hevc", "jxl", "webp", "jpeg")
@@ -14,47 +16,82 @@ DEFAULT_ULIC_QUALITIES = (0, 15, 30, 45, 60, 75, 90, 100)
 
 def add_eval_parser(subparsers) -> None:
     """Register `ulic eval` on an argparse subparsers object."""
-    p = subparsers.add_parser("eval", help="evaluate codecs on an image set (metrics, baselines, report)",
-                              description="Run codecs over a directory of images, cache per-image results, "
-                                          "write CSV/JSON, RD plots and an HTML report. See docs/evaluation.md.")
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate codecs on an image set (metrics, baselines, report)",
+        description="Run codecs over a directory of images, cache per-image results, "
+        "write CSV/JSON, RD plots and an HTML report. See docs/evaluation.md.",
+    )
     p.add_argument("--data", help="directory of reference images (e.g. the Kodak set, $ULIC_KODAK_DIR)")
     p.add_argument("--codec", nargs="+", choices=CODEC_CHOICES, default=[], help="codec(s) to run")
-    p.add_argument("--settings", nargs="+", default=None,
-                   help="settings to run (baselines: CODEC:dFACTOR:qQUALITY; ulic: quality values 0..100); "
-                        "default: the built-in grid")
-    p.add_argument("--metrics", default="psnr,ms_ssim,lpips_alex,dists",
-                   help="comma list from psnr,ms_ssim,lpips_alex,lpips_vgg,dists")
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        default=None,
+        help="settings to run (baselines: CODEC:dFACTOR:qQUALITY; ulic: quality values 0..100); "
+        "default: the built-in grid",
+    )
+    p.add_argument(
+        "--metrics",
+        default="psnr,ms_ssim,lpips_alex,dists",
+        help="comma list from psnr,ms_ssim,lpips_alex,lpips_vgg,dists",
+    )
     p.add_argument("--fid", default="", help="comma list of FID/KID patch sizes, e.g. 256,64 (slow on CPU)")
-    p.add_argument("--fid-images", type=int, default=0,
-                   help="compute FID/KID on the first N images only (CPU time; default all)")
-    p.add_argument("--fid-settings", nargs="+", default=None,
-                   help="compute FID/KID only for these of --settings (default all)")
-    p.add_argument("--name", default=None, help="result name (default: the codec name); ulic runs should "
-                                                "name the model, e.g. ulic-v1")
+    p.add_argument(
+        "--fid-images", type=int, default=0, help="compute FID/KID on the first N images only (CPU time; default all)"
+    )
+    p.add_argument(
+        "--fid-settings", nargs="+", default=None, help="compute FID/KID only for these of --settings (default all)"
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="result name (default: the codec name); ulic runs should " "name the model, e.g. ulic-v1",
+    )
     p.add_argument("--out", default="results/kodak", help="output directory (default results/kodak)")
-    p.add_argument("--cache", default="cache/eval", help="cache directory for per-item results (default cache/eval, git-ignored)")
-    p.add_argument("--decoder", choices=("mse", "fast", "diffusion"), default=None,
-                   help="ulic only: decoder to use (default: the model's default)")
+    p.add_argument(
+        "--cache", default="cache/eval", help="cache directory for per-item results (default cache/eval, git-ignored)"
+    )
+    p.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        default=None,
+        help="ulic only: decoder to use (default: the model's default)",
+    )
     p.add_argument("--steps", type=int, default=None, help="ulic only: diffusion steps")
     p.add_argument("--realism", type=float, default=None, help="ulic only: realism R in 0..1 (default: the model's)")
-    p.add_argument("--optimize", type=int, default=0, metavar="N",
-                   help="ulic only: encode-time optimisation steps (default 0, as `ulic compress`); "
-                        "settings name them as :oN, a setting without :o was encoded without")
+    p.add_argument(
+        "--optimize",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ulic only: encode-time optimisation steps (default 0, as `ulic compress`); "
+        "settings name them as :oN, a setting without :o was encoded without",
+    )
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (for quick checks)")
-    p.add_argument("--report", action="store_true", help="(re)build plots, BD-rate table and HTML report "
-                                                          "from all result JSONs in --out")
-    p.add_argument("--compare", nargs=2, metavar=("ANCHOR", "TEST"), default=None,
-                   help="compare two result names in --out: table and BD-rates of TEST against ANCHOR, "
-                        "written to --out/TEST_vs_ANCHOR.json and .md")
-    p.add_argument("--anchors", default=None, help="published anchors CSV (default: "
-                                                   "$ULIC_SHARED/anchors/published_kodak.csv)")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="(re)build plots, BD-rate table and HTML report " "from all result JSONs in --out",
+    )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("ANCHOR", "TEST"),
+        default=None,
+        help="compare two result names in --out: table and BD-rates of TEST against ANCHOR, "
+        "written to --out/TEST_vs_ANCHOR.json and .md",
+    )
+    p.add_argument(
+        "--anchors", default=None, help="published anchors CSV (default: " "$ULIC_SHARED/anchors/published_kodak.csv)"
+    )
     p.set_defaults(func=cmd_eval)
 
 
-def _settings(codec: str, given: list[str] | None, decoder: str | None = None,
-              optimize: int = 0) -> list[str]:
+def _settings(codec: str, given: list[str] | None, decoder: str | None = None, optimize: int = 0) -> list[str]:
     from ulic.evaluation.baselines import default_settings, parse_setting
+
     if codec == "ulic":
         qs = given if given else [str(q) for q in DEFAULT_ULIC_QUALITIES]
         out = []
@@ -66,8 +103,7 @@ def _settings(codec: str, given: list[str] | None, decoder: str | None = None,
                 raise UlicError(f"ulic setting {q!r} is not a quality value 0..100") from None
             if not 0 <= v <= 100:
                 raise UlicError(f"ulic quality {v:g} outside 0..100")
-            out.append(f"ulic:q{v:g}" + (f":o{optimize}" if optimize else "")
-                       + (f":{decoder}" if decoder else ""))
+            out.append(f"ulic:q{v:g}" + (f":o{optimize}" if optimize else "") + (f":{decoder}" if decoder else ""))
         return out
     if not given:
         return default_settings(codec)
@@ -80,6 +116,7 @@ def _settings(codec: str, given: list[str] | None, decoder: str | None = None,
 def cmd_eval(a: argparse.Namespace) -> int:
     """Entry point of `ulic eval`; returns the exit code."""
     from ulic.evaluation import outputs, runner
+
     metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip())
     for m in metrics:
         if m not in runner.METRICS:
@@ -114,7 +151,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
                 raise UlicError(f"no settings given for codec {codec}")
             cache = a.cache
             if codec == "ulic":  # results of another model must not be reused
-                from ulic.codec.store import load_model
+                from ulic.model_store import load_model
+
                 m = load_model()
                 dec = m.folder / "decoder.json" if m.folder else None
                 tag = m.config["weights_sha256"][:12]
@@ -131,26 +169,38 @@ def cmd_eval(a: argparse.Namespace) -> int:
             agg = outputs.aggregate(rows, metrics)
             for size in fid_sizes:
                 from ulic.evaluation.setfid import precompute_features, setting_fid
+
                 fid_groups = [g for g in agg if g["setting"] in fid_settings]
-                chosen = [it for g in fid_groups for it in
-                          [x for x in items if x.setting == g["setting"]][: a.fid_images or None]]
+                chosen = [
+                    it
+                    for g in fid_groups
+                    for it in [x for x in items if x.setting == g["setting"]][: a.fid_images or None]
+                ]
                 precompute_features(chosen, size, a.workers, label=name)
                 for g in fid_groups:
                     sel = [it for it in chosen if it.setting == g["setting"]]
                     r = setting_fid(sel, size)
                     g[f"fid{size}"], g[f"kid{size}"] = r["fid"], r["kid"]
-                    print(f"{name} {g['setting']}: FID/{size} {r['fid']:.2f}, KID {r['kid']:.4f} "
-                          f"({r['patches']} patches of {len(sel)} images)", file=sys.stderr)
+                    print(
+                        f"{name} {g['setting']}: FID/{size} {r['fid']:.2f}, KID {r['kid']:.4f} "
+                        f"({r['patches']} patches of {len(sel)} images)",
+                        file=sys.stderr,
+                    )
             cols = ["image", "setting", "bytes", "bpp", *metrics, "codec_seconds"]
             outputs.write_csv(rows, out / f"{name}.csv", cols)
-            scols = ["setting", "images", "bytes", "bpp", *metrics] + [f"{k}{s}" for s in fid_sizes for k in ("fid", "kid")]
+            scols = ["setting", "images", "bytes", "bpp", *metrics] + [
+                f"{k}{s}" for s in fid_sizes for k in ("fid", "kid")
+            ]
             outputs.write_csv(agg, out / f"{name}_summary.csv", scols)
-            desc = (f"{name} on {Path(a.data).name} ({len(images)} images); per-image metrics averaged; "
-                    f"rate counts codec payload bytes only (docs/evaluation.md)")
+            desc = (
+                f"{name} on {Path(a.data).name} ({len(images)} images); per-image metrics averaged; "
+                f"rate counts codec payload bytes only (docs/evaluation.md)"
+            )
             outputs.write_json(outputs.compressai_json(name, desc, agg, metrics), out / f"{name}.json")
             print(f"{name}: {len(agg)} settings -> {out / (name + '.json')}")
     if a.compare:
         from ulic.evaluation.compare import compare, markdown
+
         cmp = compare(out, *a.compare)
         stem = out / f"{a.compare[1]}_vs_{a.compare[0]}"
         outputs.write_json(cmp, stem.with_suffix(".json"))
@@ -158,6 +208,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         print(markdown(cmp), end="")
     if a.report:
         from ulic.evaluation.report import build_report
+
         build_report(out, a.anchors, a.cache, a.data)
         print(f"report -> {out / 'report.html'}")
     return 0

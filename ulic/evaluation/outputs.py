@@ -1,4 +1,5 @@
 """Aggregating per-image results and writing them as CSV and CompressAI-style JSON."""
+
 from __future__ import annotations
 
 import csv
@@ -9,8 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-JSON_KEYS = {"psnr": "psnr-rgb", "ms_ssim": "ms-ssim", "lpips_alex": "lpips", "lpips_vgg": "lpips-vgg",
-             "dists": "dists"}
+JSON_KEYS = {
+    "psnr": "psnr-rgb",
+    "ms_ssim": "ms-ssim",
+    "lpips_alex": "lpips",
+    "lpips_vgg": "lpips-vgg",
+    "dists": "dists",
+}
 
 
 def aggregate(rows: list[dict], metrics: tuple[str, ...]) -> list[dict]:
@@ -25,8 +31,12 @@ def aggregate(rows: list[dict], metrics: tuple[str, ...]) -> list[dict]:
     out = []
     for s in order:
         rs = by[s]
-        a = {"setting": s, "images": len(rs), "bytes": float(np.mean([r["bytes"] for r in rs])),
-             "bpp": float(np.mean([r["bpp"] for r in rs]))}
+        a = {
+            "setting": s,
+            "images": len(rs),
+            "bytes": float(np.mean([r["bytes"] for r in rs])),
+            "bpp": float(np.mean([r["bpp"] for r in rs])),
+        }
         for m in metrics:
             vals = [r[m] for r in rs if m in r]
             a[m] = float(np.mean(vals)) if vals and all(math.isfinite(v) for v in vals) else float("nan")
@@ -44,8 +54,9 @@ def write_csv(rows: list[dict], path: Path, columns: list[str]) -> None:
     path.write_text(buf.getvalue())
 
 
-def compressai_json(name: str, description: str, agg: list[dict], metrics: tuple[str, ...],
-                    extra: dict | None = None) -> dict:
+def compressai_json(
+    name: str, description: str, agg: list[dict], metrics: tuple[str, ...], extra: dict | None = None
+) -> dict:
     """{"name", "description", "results": {"bpp": [...], "psnr-rgb": [...], ...}} (sorted by bpp)."""
     res: dict[str, list] = {"bpp": [a["bpp"] for a in agg]}
     for m in metrics:

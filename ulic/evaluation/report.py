@@ -1,4 +1,5 @@
 """RD plots (matplotlib), BD-rate and matched-rate tables, and the HTML report with crops."""
+
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,12 @@ import numpy as np
 
 from ulic.errors import UlicError
 
-PLOT_METRICS = (("psnr-rgb", "PSNR (dB, RGB)", True), ("ms-ssim", "MS-SSIM", True),
-                ("lpips", "LPIPS (AlexNet v0.1)", False), ("dists", "DISTS", False))
+PLOT_METRICS = (
+    ("psnr-rgb", "PSNR (dB, RGB)", True),
+    ("ms-ssim", "MS-SSIM", True),
+    ("lpips", "LPIPS (AlexNet v0.1)", False),
+    ("dists", "DISTS", False),
+)
 ANCHOR_COLS = {"psnr-rgb": "psnr", "ms-ssim": "msssim", "lpips": "lpips", "dists": "dists"}
 TARGETS = (0.02, 0.03, 0.05)
 CROP = 256
@@ -58,7 +63,7 @@ def load_anchors(path: Path | None) -> dict[str, dict[str, list[float]]]:
 
 def pareto(bpp: list[float], val: list, higher: bool) -> tuple[list[float], list[float]]:
     """Points not beaten by a cheaper point (the codec's best curve over its settings), by bpp."""
-    pts = sorted((b, v) for b, v in zip(bpp, val) if v is not None and math.isfinite(v))
+    pts = sorted((b, v) for b, v in zip(bpp, val, strict=False) if v is not None and math.isfinite(v))
     xs, ys, best = [], [], None
     for b, v in pts:
         if best is None or (v > best if higher else v < best):
@@ -77,8 +82,10 @@ def at_rate(bpp: list[float], val: list[float], target: float) -> float | None:
 
 def plot(results: list[dict], anchors: dict, out: Path) -> list[str]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     files = []
     for key, label, higher in PLOT_METRICS:
         fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
@@ -91,11 +98,18 @@ def plot(results: list[dict], anchors: dict, out: Path) -> list[str]:
             ax.plot(r["bpp"], r[key], "o", color=c, alpha=0.3, ms=4)
             ax.plot(xs, ys, "-o", color=c, label=d["name"], lw=2 if d["name"].startswith("ulic") else 1.3, ms=4)
         for j, (m, d) in enumerate(sorted(anchors.items())):
-            pts = [(b, v) for b, v in zip(d["bpp"], d[key]) if v is not None]
+            pts = [(b, v) for b, v in zip(d["bpp"], d[key], strict=False) if v is not None]
             if pts:
                 pts.sort()
-                ax.plot(*zip(*pts), "--", marker=".", color=f"C{(j + len(results)) % 10}", alpha=0.7,
-                        lw=1, label=f"{m} (published)")
+                ax.plot(
+                    *zip(*pts, strict=False),
+                    "--",
+                    marker=".",
+                    color=f"C{(j + len(results)) % 10}",
+                    alpha=0.7,
+                    lw=1,
+                    label=f"{m} (published)",
+                )
         ax.set_xscale("log")
         ax.set_xlim(0.002, 0.2)
         ax.set_xlabel("bits per pixel (log scale)")
@@ -114,6 +128,7 @@ def plot(results: list[dict], anchors: dict, out: Path) -> list[str]:
 def bd_table(results: list[dict], anchors: dict) -> tuple[str, list[list[str]]]:
     """BD-rate (pchip, on Pareto curves) of each codec against the reference (hevc if present)."""
     from ulic.evaluation.bdrate import bd_rate
+
     curves = {d["name"]: d["results"] for d in results}
     for m, d in anchors.items():
         curves[f"{m} (published)"] = d
@@ -144,8 +159,13 @@ def matched_table(results: list[dict], anchors: dict, key: str = "lpips") -> lis
 
 CROP_RATES = (0.03,)  # report crops only at the headline rate (keeps results/ small)
 # Report crops at 100%: (what it shows, Kodak image, left, top); CROP x CROP pixels each.
-REGIONS = (("face", "kodim15", 288, 64), ("text", "kodim10", 100, 0), ("foliage", "kodim13", 32, 72),
-           ("water", "kodim13", 300, 256), ("feathers", "kodim23", 470, 40))
+REGIONS = (
+    ("face", "kodim15", 288, 64),
+    ("text", "kodim10", 100, 0),
+    ("foliage", "kodim13", 32, 72),
+    ("water", "kodim13", 300, 256),
+    ("feathers", "kodim23", 470, 40),
+)
 
 
 def _coded_png(d: dict, t: float, stem: str, cache: str) -> tuple[Path, str, float] | None:
@@ -166,6 +186,7 @@ def crops(results: list[dict], out: Path, cache: str, data: str | None) -> list[
     """100% crops of REGIONS (face, text, foliage, water, feathers) for each codec at the
     setting closest to each target rate; one section per (rate, region)."""
     from PIL import Image
+
     if not data or not Path(data).is_dir():
         return []
     (out / "crops").mkdir(exist_ok=True)
@@ -213,14 +234,16 @@ def build_report(out: Path, anchors: str | None, cache: str, data: str | None) -
     mheads = ["codec"] + [f"LPIPS @ {t:g} bpp" for t in TARGETS]
     with open(out / "matched_rates.csv", "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows([mheads] + mt)
-    parts = ["<!doctype html><meta charset=utf-8><title>ulic evaluation: Kodak</title>",
-             "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}figure{display:inline-block;margin:4px}"
-             "figcaption{font-size:12px;max-width:256px}img.rd{width:660px}</style>",
-             "<h1>ulic evaluation on Kodak</h1>",
-             "<p>Rates count only the bytes a decoder needs (docs/evaluation.md). Curves are each codec's best "
-             "settings (Pareto front); faint dots are all settings. Dashed curves are published figures "
-             "(not re-run here; protocols differ in detail).</p>"]
+    parts = [
+        "<!doctype html><meta charset=utf-8><title>ulic evaluation: Kodak</title>",
+        "<style>body{font-family:sans-serif;max-width:1400px;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}figure{display:inline-block;margin:4px}"
+        "figcaption{font-size:12px;max-width:256px}img.rd{width:660px}</style>",
+        "<h1>ulic evaluation on Kodak</h1>",
+        "<p>Rates count only the bytes a decoder needs (docs/evaluation.md). Curves are each codec's best "
+        "settings (Pareto front); faint dots are all settings. Dashed curves are published figures "
+        "(not re-run here; protocols differ in detail).</p>",
+    ]
     parts += [f'<img class=rd src="{p}">' for p in pngs]
     parts.append(f"<h2>BD-rate against {html.escape(ref)} (pchip, overlapping range; negative = fewer bits)</h2>")
     parts.append(_table(heads, bd))
@@ -228,7 +251,9 @@ def build_report(out: Path, anchors: str | None, cache: str, data: str | None) -
     parts.append(_table(mheads, mt))
     for title, cells in crops(results, out, cache, data):
         parts.append(f"<h2>{html.escape(title)} (100% crops)</h2><div>")
-        parts += [f'<figure><img src="{html.escape(src)}"><figcaption>{html.escape(cap)}</figcaption></figure>'
-                  for cap, src in cells]
+        parts += [
+            f'<figure><img src="{html.escape(src)}"><figcaption>{html.escape(cap)}</figcaption></figure>'
+            for cap, src in cells
+        ]
         parts.append("</div>")
     (out / "report.html").write_text("\n".join(parts) + "\n")

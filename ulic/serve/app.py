@@ -8,6 +8,7 @@ any work, job status for the progress bar, and the results for display and downl
     GET  /api/jobs/ID               {"state", "stage", "progress", "error", "result"}
     GET  /api/jobs/ID/FILE          original.png, decoded.png or image.ulic
 """
+
 from __future__ import annotations
 
 import io
@@ -58,15 +59,18 @@ def check_image(data: bytes, name: str, max_pixels: int) -> None:
             with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
     except Image.DecompressionBombError:
-        raise InputImageError(f"{name} has far too many pixels; this server takes images up to "
-                              f"{_mpix(max_pixels)}") from None
+        raise InputImageError(
+            f"{name} has far too many pixels; this server takes images up to " f"{_mpix(max_pixels)}"
+        ) from None
     except UnidentifiedImageError:
         raise InputImageError(f"{name} is not an image (use PNG, JPEG, WebP, TIFF, BMP, GIF …)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise InputImageError(f"{name}: cannot read the image ({e})") from None
     if w * h > max_pixels:
-        raise InputImageError(f"{name} is {w}x{h} = {_mpix(w * h)}; this server takes images up to "
-                              f"{_mpix(max_pixels)} (ulic serve --max-pixels)")
+        raise InputImageError(
+            f"{name} is {w}x{h} = {_mpix(w * h)}; this server takes images up to "
+            f"{_mpix(max_pixels)} (ulic serve --max-pixels)"
+        )
 
 
 def _number(form: dict, key: str, kind: type = float) -> Any:
@@ -93,8 +97,13 @@ def parse_params(form: dict) -> dict[str, Any]:
         raise UlicError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     keyword = {"bpp": "bpp", "bytes": "max_bytes", "quality": "quality"}[target]
     metrics = ("psnr", "lpips") if form.get("lpips", "1") not in ("0", "false", "") else ("psnr",)
-    return {keyword: value, "decoder": decoder, "steps": _number(form, "steps", int),
-            "realism": _number(form, "realism"), "metrics": metrics}
+    return {
+        keyword: value,
+        "decoder": decoder,
+        "steps": _number(form, "steps", int),
+        "realism": _number(form, "realism"),
+        "metrics": metrics,
+    }
 
 
 def run_job(job: Job) -> None:
@@ -113,8 +122,15 @@ def _finite(x: float | None) -> float | None:
 
 
 def job_json(job: Job) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": job.id, "name": job.name, "state": job.state, "stage": job.stage,
-                           "progress": job.progress, "error": job.error, "result": None}
+    out: dict[str, Any] = {
+        "id": job.id,
+        "name": job.name,
+        "state": job.state,
+        "stage": job.stage,
+        "progress": job.progress,
+        "error": job.error,
+        "result": None,
+    }
     if job.result is not None and job.state == "done":
         s = job.result.summary()
         s["psnr"], s["lpips"] = _finite(s["psnr"]), _finite(s["lpips"])
@@ -130,9 +146,12 @@ def index():
 
 @api.get("/api/config")
 def config():
-    return jsonify(max_upload_bytes=current_app.config["MAX_CONTENT_LENGTH"],
-                   max_pixels=current_app.config["ULIC_MAX_PIXELS"], decoders=list(DECODERS),
-                   targets=list(TARGETS))
+    return jsonify(
+        max_upload_bytes=current_app.config["MAX_CONTENT_LENGTH"],
+        max_pixels=current_app.config["ULIC_MAX_PIXELS"],
+        decoders=list(DECODERS),
+        targets=list(TARGETS),
+    )
 
 
 @api.post("/api/jobs")
@@ -160,8 +179,7 @@ def download(job_id: str, file: str):
     job = _jobs().get(job_id)
     if job is None or job.result is None or file not in FILES:
         return jsonify(error="no such file"), 404
-    data = {"original.png": job.original_png, "decoded.png": job.result.png(),
-            "image.ulic": job.result.data}[file]
+    data = {"original.png": job.original_png, "decoded.png": job.result.png(), "image.ulic": job.result.data}[file]
     return send_file(io.BytesIO(data), mimetype=FILES[file], download_name=file)
 
 
@@ -172,12 +190,14 @@ def user_error(e: UlicError):
 
 def too_large(_e: RequestEntityTooLarge):
     limit = _megabytes(current_app.config["MAX_CONTENT_LENGTH"])
-    return jsonify(error=f"the upload is larger than this server's limit of {limit} "
-                         "(ulic serve --max-upload-mb)"), 413
+    return jsonify(
+        error=f"the upload is larger than this server's limit of {limit} " "(ulic serve --max-upload-mb)"
+    ), 413
 
 
-def create_app(max_upload_bytes: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
-               keep: int = 8) -> Flask:
+def create_app(
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD, max_pixels: int = DEFAULT_MAX_PIXELS, keep: int = 8
+) -> Flask:
     """The web app, with its upload limits and a job store that keeps the newest `keep` jobs."""
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.config.update(MAX_CONTENT_LENGTH=max_upload_bytes, ULIC_MAX_PIXELS=max_pixels)

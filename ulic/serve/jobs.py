@@ -1,14 +1,16 @@
 """Coding jobs of `ulic serve`: one worker thread (the codec uses every core already), a bounded
 queue, and the last few results kept in memory for display and download."""
+
 from __future__ import annotations
 
 import logging
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ulic.errors import UlicError
 from ulic.result import Result
@@ -19,6 +21,7 @@ log = logging.getLogger("ulic.serve")
 @dataclass
 class Job:
     """One uploaded image and what became of it."""
+
     name: str  # the upload's file name, for display and download names
     image: bytes
     params: dict[str, Any]  # keywords of ulic.result.roundtrip

@@ -8,6 +8,7 @@ the hinge losses of stage 3.
 Spectral norm on every convolution, LeakyReLU 0.2. Conditioning on z_c makes the critic ask
 "is this a natural image *for this code*", so the generator cannot win by drifting from it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,9 +35,15 @@ class PatchDiscriminator(nn.Module):
         layers.append(spectral_norm(nn.Conv2d(n_in, 1, 4, padding=1)))
         self.body = nn.Sequential(*layers)
 
-    def forward(self, image: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, z_c: torch.Tensor, shift: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """Patch logits; `shift` = (dy, dx) moves image and condition together against the
+        critic's stride grid (edge pixels repeated), a translation augmentation."""
         c = F.interpolate(F.leaky_relu(self.cond(z_c), 0.2), scale_factor=SCALE, mode="nearest")
-        return self.body(torch.cat([image * 2 - 1, c], 1))  # (B, 1, ~H/8, ~W/8)
+        x = torch.cat([image * 2 - 1, c], 1)  # (B, 3 + COND, H, W)
+        dy, dx = shift
+        if dy or dx:
+            x = F.pad(x, (dx, 0, dy, 0), mode="replicate")[..., : image.shape[2], : image.shape[3]]
+        return self.body(x)  # (B, 1, ~H/8, ~W/8)
 
 
 def d_hinge(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

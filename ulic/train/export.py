@@ -1,5 +1,6 @@
 """Turn training checkpoints into a shipped model folder: config.json + model.safetensors for
 the codec, and optionally decoder.json + decoder.safetensors for the diffusion decoder."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,24 +9,22 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ulic.codec.model import CodecConfig, LatentCodec, build_coding_state
-from ulic.codec.store import save_model
-from ulic.train.train_codec import split
+from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
+from ulic.model_store import load_decoder, load_model, save_decoder, save_model
+from ulic.train.common import checkpoint_meta, split
 
 
 def export(checkpoint: Path, latents: Path, out: Path, name: str, n_calib: int = 16) -> dict:
-    with safe_open(str(checkpoint), "pt") as f:
-        meta = json.loads(f.metadata()["meta"])
+    meta = checkpoint_meta(checkpoint)
     codec = LatentCodec(CodecConfig(**meta["config"]))
     t = load_file(str(checkpoint))
     codec.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")}, strict=True)
     codec.eval().requires_grad_(False)
     # weights are shipped in float16: calibrate the integer h_s on exactly those weights
-    codec.load_state_dict({k: v.half().float() if v.is_floating_point() else v
-                           for k, v in codec.state_dict().items()})
+    codec.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in codec.state_dict().items()})
     train, val = split(load_file(str(latents)), n_val=16)
     keys = sorted(train)[:: max(1, len(train) // n_calib)][:n_calib]  # training images only
     calib = []
@@ -34,42 +33,41 @@ def export(checkpoint: Path, latents: Path, out: Path, name: str, n_calib: int =
         calib.append(v[:, :, : v.shape[2] // 16 * 16, : v.shape[3] // 16 * 16])
     with torch.no_grad():
         codec.coding = build_coding_state(codec, calib)
-    extra = {"training": {"steps": meta["step"], "seconds": round(meta["seconds"]),
-                          "checkpoint": checkpoint.name}}
+    extra = {"training": {"steps": meta["step"], "seconds": round(meta["seconds"]), "checkpoint": checkpoint.name}}
     return save_model(codec, out, name, extra)
 
 
 def export_decoder(checkpoint: Path, out: Path, default: str = "fast") -> dict:
     """Write the stage-2 decoder (DRM + denoiser + t' table) next to the codec."""
-    from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
-    from ulic.diffusion.store import save_decoder
-    with safe_open(str(checkpoint), "pt") as f:
-        meta = json.loads(f.metadata()["meta"])
-    over = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
-    dec = DiffusionDecoder(DiffusionConfig(**over))
+    meta = checkpoint_meta(checkpoint)
+    dec = DiffusionDecoder(DiffusionConfig.from_dict(meta["config"]))
     t = load_file(str(checkpoint))
     dec.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")}, strict=True)
-    extra = {"default_decoder": default, "default_steps": 4, "kappa": meta.get("kappa"),
-             "training": {"steps": meta["step"], "seconds": round(meta["seconds"])}}
+    extra = {
+        "default_decoder": default,
+        "default_steps": 4,
+        "kappa": meta.get("kappa"),
+        "training": {"steps": meta["step"], "seconds": round(meta["seconds"])},
+    }
     return save_decoder(dec, out, extra)
 
 
 def export_realism(checkpoint: Path, out: Path, realism: float, base: str | None = None) -> dict:
     """Write the stage-3 decoder (DRM + denoiser + pixel decoder, conditioned on R) of a
     `ulic.train.train_realism` checkpoint next to the codec, with its default realism."""
-    from ulic.codec.store import load_model
-    from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
-    from ulic.diffusion.store import load_decoder, save_decoder
-    with safe_open(str(checkpoint), "pt") as f:
-        meta = json.loads(f.metadata()["meta"])
+    meta = checkpoint_meta(checkpoint)
     old = load_decoder(str(load_model(base).folder))
     cfg = meta.get("config") or {**old[0].cfg.as_dict(), "realism": True, "pixel_decoder": True}
-    dec = DiffusionDecoder(DiffusionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}))
+    dec = DiffusionDecoder(DiffusionConfig.from_dict(cfg))
     t = load_file(str(checkpoint))
     dec.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("gen.")}, strict=True)
-    extra = {"default_decoder": "diffusion", "default_steps": 4, "default_realism": realism,
-             "kappa": old[1].get("kappa") if old else None,
-             "training": {"stage": 3, "steps": meta["step"], "seconds": round(meta["seconds"])}}
+    extra = {
+        "default_decoder": "diffusion",
+        "default_steps": 4,
+        "default_realism": realism,
+        "kappa": old[1].get("kappa") if old else None,
+        "training": {"stage": 3, "steps": meta["step"], "seconds": round(meta["seconds"])},
+    }
     return save_decoder(dec, out, extra)
 
 
@@ -79,12 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latents", type=Path, help="latent cache (calibration of the integer h_s)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--name", default="ulic-base")
-    ap.add_argument("--decoder-checkpoint", type=Path, default=None,
-                    help="also export a stage-2 decoder checkpoint (ulic.train.train_decoder)")
+    ap.add_argument(
+        "--decoder-checkpoint",
+        type=Path,
+        default=None,
+        help="also export a stage-2 decoder checkpoint (ulic.train.train_decoder)",
+    )
     ap.add_argument("--default-decoder", choices=("fast", "diffusion"), default="fast")
     ap.add_argument("--decoder-only", action="store_true", help="leave the codec files as they are")
-    ap.add_argument("--realism-checkpoint", type=Path, default=None,
-                    help="export a stage-3 decoder checkpoint (ulic.train.train_realism) instead")
+    ap.add_argument(
+        "--realism-checkpoint",
+        type=Path,
+        default=None,
+        help="export a stage-3 decoder checkpoint (ulic.train.train_realism) instead",
+    )
     ap.add_argument("--default-realism", type=float, default=1.0)
     args = ap.parse_args(argv)
     if args.realism_checkpoint is not None:

@@ -1,4 +1,5 @@
 """Cache TAEF2 latents of a training folder once, at several scales, as one safetensors file."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,14 +12,10 @@ import torch
 from PIL import Image, ImageOps
 from safetensors.torch import save_file
 
+from ulic.atomic import atomic_path
+from ulic.imageio import list_images
 from ulic.vae.taef2 import SCALE
 from ulic.weights import load_vae
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def list_images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def scaled_versions(img: Image.Image, min_side: int) -> list[Image.Image]:
@@ -34,7 +31,7 @@ def scaled_versions(img: Image.Image, min_side: int) -> list[Image.Image]:
 def cache_latents(root: Path, out: Path, min_side: int = 256) -> int:
     """Encode every image (and its downscaled copies) to a float16 latent; returns the count."""
     vae = load_vae()
-    paths = list_images(root)
+    paths = list_images(root, recursive=True)
     tensors: dict[str, torch.Tensor] = {}
     t0 = time.time()
     for i, path in enumerate(paths):
@@ -47,10 +44,8 @@ def cache_latents(root: Path, out: Path, min_side: int = 256) -> int:
             tensors[key] = latent.half().contiguous()
         if i % 20 == 0:
             print(f"[{i + 1}/{len(paths)}] {time.time() - t0:.0f}s {path.name}", flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"root": str(root), "min_side": str(min_side)})
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata={"root": str(root), "min_side": str(min_side)})
     return len(tensors)
 
 

@@ -11,6 +11,7 @@ exactly that crop, so no augmentation happens later that the latent would not fo
 Held out: the first n BSDS500 `val_` photos in sorted order, the same photos stage 1 and 2
 keep for validation (`ulic.train.train_codec.split`). Evaluation sets are never read.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,8 @@ import torch
 from PIL import Image, ImageOps
 from safetensors.torch import save_file
 
-from ulic.train.latents import list_images
+from ulic.atomic import atomic_path
+from ulic.imageio import list_images
 from ulic.limits import PAD
 from ulic.weights import load_vae
 
@@ -62,7 +64,7 @@ def encode(crops: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """crops (size, size, 3) uint8 -> pixels (N, 3, P, P) uint8, latents (N, 32, P/8, P/8) float16."""
     vae = load_vae()
     pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
-    lat = [vae.encoder(pixels[i:i + ENCODE_BATCH].float() / 255) for i in range(0, len(pixels), ENCODE_BATCH)]
+    lat = [vae.encoder(pixels[i : i + ENCODE_BATCH].float() / 255) for i in range(0, len(pixels), ENCODE_BATCH)]
     return pixels, torch.cat(lat).half()
 
 
@@ -71,7 +73,7 @@ def build(roots: list[Path], out: Path, size: int, per_image: int, n_val: int, s
     if size % PAD:
         raise ValueError(f"crop size must be a multiple of {PAD} (the codec's downsampling)")
     rng = random.Random(seed)
-    paths = [p for r in roots for p in list_images(r)]
+    paths = [p for r in roots for p in list_images(r, recursive=True)]
     val = held_out(paths, n_val)
     train_crops, val_crops = [], []
     t0 = time.time()
@@ -85,12 +87,16 @@ def build(roots: list[Path], out: Path, size: int, per_image: int, n_val: int, s
             print(f"[{i + 1}/{len(paths)}] {time.time() - t0:.0f}s", flush=True)
     pixels, latents = encode(train_crops)
     val_pixels, val_latents = encode(val_crops)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    save_file({"pixels": pixels, "latents": latents, "val_pixels": val_pixels, "val_latents": val_latents},
-              str(tmp), metadata={"roots": ";".join(str(r) for r in roots), "size": str(size),
-                                  "held_out": ";".join(sorted(p.name for p in val))})
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        save_file(
+            {"pixels": pixels, "latents": latents, "val_pixels": val_pixels, "val_latents": val_latents},
+            str(tmp),
+            metadata={
+                "roots": ";".join(str(r) for r in roots),
+                "size": str(size),
+                "held_out": ";".join(sorted(p.name for p in val)),
+            },
+        )
     return {"train": len(pixels), "val": len(val_pixels), "images": len(paths)}
 
 
@@ -104,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     counts = build(args.data, args.out, args.size, args.per_image, args.n_val, args.seed)
-    print(f"wrote {counts['train']} training and {counts['val']} validation crops "
-          f"from {counts['images']} photos to {args.out}")
+    print(
+        f"wrote {counts['train']} training and {counts['val']} validation crops "
+        f"from {counts['images']} photos to {args.out}"
+    )
     return 0
 
 

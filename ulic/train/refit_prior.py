@@ -5,6 +5,7 @@ z it codes, and z then costs a fixed few hundred bytes per image at every rate. 
 likelihood on z of the training latents (noise proxy, q ~ U[0, 1]) fixes that in a minute.
 Writes a training checkpoint that `train_codec --init` and `export --checkpoint` accept.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,19 +17,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ulic.codec.model import CodecConfig, LatentCodec, interp_rows
-from ulic.train.train_codec import (LatentCrops, init_config, load_init_weights, save_checkpoint,
-                                    split)
+from ulic.codec.model import CodecConfig, LatentCodec
+from ulic.train.common import LatentCrops, init_config, load_init_weights, save_checkpoint, split
 
 
-def z_bits(codec: LatentCodec, z_s: torch.Tensor) -> torch.Tensor:
-    """Mean bits per z element under the prior, noise proxy."""
-    z_noisy = z_s + torch.empty_like(z_s).uniform_(-0.5, 0.5)
-    return -codec.prior.likelihood(z_noisy).log2().mean()
-
-
-def refit_prior(codec: LatentCodec, crops: LatentCrops, steps: int, batch: int, lr: float,
-                log_every: int = 50) -> list[float]:
+def refit_prior(
+    codec: LatentCodec, crops: LatentCrops, steps: int, batch: int, lr: float, log_every: int = 50
+) -> list[float]:
     """Adam on the prior's parameters only; returns the logged bits per z element."""
     codec.requires_grad_(False)
     codec.prior.requires_grad_(True)
@@ -38,11 +33,10 @@ def refit_prior(codec: LatentCodec, crops: LatentCrops, steps: int, batch: int, 
         x = crops.batch(batch)
         q = torch.rand(batch)
         with torch.no_grad():
-            zg = interp_rows(codec.log_zgain, q)[:, :, None, None]
-            z_s = codec.h_a(codec.g_a(x)) * zg  # (B, Cz, h/16, w/16)
+            z_s = codec.h_a(codec.g_a(x)) * codec.gains(q).zg  # (B, Cz, h/16, w/16)
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, 2.0 * (1 - step / steps) + 0.05)
-        loss = z_bits(codec, z_s)
+        loss = codec.z_bits(codec.quantize(z_s, "noise")).mean()  # bits per z element
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -74,9 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     history = refit_prior(codec, LatentCrops(train, args.crop, args.seed), args.steps, args.batch, args.lr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.Adam(codec.parameters())  # empty state: training starts afresh
-    save_checkpoint(args.out, codec, opt, {"step": 0, "seconds": round(time.time() - t0, 1),
-                                            "config": overrides, "init": str(args.init),
-                                            "refit_prior": {"steps": args.steps, "bits": history[-1:]}})
+    save_checkpoint(
+        args.out,
+        {"model": codec},
+        {"opt": (opt, codec)},
+        {
+            "step": 0,
+            "seconds": round(time.time() - t0, 1),
+            "config": overrides,
+            "init": str(args.init),
+            "refit_prior": {"steps": args.steps, "bits": history[-1:]},
+        },
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -12,6 +12,7 @@ t'(q) is calibrated once from the frozen codec: the smallest t whose noise-to-si
 (1 - a_t) / a_t reaches kappa times the codec's latent MSE at q (monotone: lower rate, later
 start), clamped to [t_min, t_max], and stored with the weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,26 +26,37 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ulic.codec.store import load_model
+from ulic.codec.model import Q_STEPS
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
-from ulic.diffusion.store import load_decoder
 from ulic.diffusion.schedule import alphas_cumprod, cdm_forward
-from ulic.train.train_codec import (LatentCrops, channel_sensitivity, load_checkpoint, lr_at,
-                                    save_checkpoint, split, update_averages)
+from ulic.model_store import load_decoder, load_model
+from ulic.train.common import (
+    LatentCrops,
+    channel_sensitivity,
+    load_checkpoint,
+    log_line,
+    lr_at,
+    save_checkpoint,
+    split,
+    update_averages,
+)
+
+LOG_EVERY = 20
 
 
 @torch.no_grad()
-def calibrate_t_start(codec, crops: LatentCrops, kappa: float, t_min: int, t_max: int,
-                      a: torch.Tensor, n: int = 32) -> torch.Tensor:
-    """(256,) int64 t' per quality byte from the codec's latent MSE on n training crops."""
+def calibrate_t_start(
+    codec, crops: LatentCrops, kappa: float, t_min: int, t_max: int, a: torch.Tensor, n: int = 32
+) -> torch.Tensor:
+    """(Q_STEPS + 1,) int64 t' per quality byte from the codec's latent MSE on n training crops."""
     x = crops.batch(n)
-    qs = torch.arange(0, 256, 15).tolist() + [255]
+    qs = torch.arange(0, Q_STEPS + 1, 15).tolist() + [Q_STEPS]
     mse = []
     for qb in qs:
-        z_c = codec.reconstruct(x, torch.full((n,), qb / 255))
+        z_c = codec.reconstruct(x, torch.full((n,), qb / Q_STEPS))
         mse.append(float((z_c - x).pow(2).mean()))
     mse_all = torch.tensor(mse, dtype=torch.float64)
-    grid = torch.arange(256, dtype=torch.float64)
+    grid = torch.arange(Q_STEPS + 1, dtype=torch.float64)
     mse_q = torch.from_numpy(np.interp(grid.numpy(), qs, mse_all.numpy()))
     nsr = (1 - a) / a  # increasing in t
     t = torch.searchsorted(nsr, kappa * mse_q).clamp(t_min, t_max)
@@ -56,7 +68,7 @@ def wmse(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return ((a - b).pow(2) * w[:, None, None]).mean()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--latents", type=Path, required=True)
     ap.add_argument("--model", type=str, default=None, help="stage-1 model folder (default: shipped)")
@@ -71,77 +83,105 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", type=str, default="{}", help="JSON overrides of DiffusionConfig")
-    ap.add_argument("--init", type=str, default=None,
-                    help="start from the diffusion decoder in this model folder (t' is recalibrated)")
+    ap.add_argument(
+        "--init",
+        type=str,
+        default=None,
+        help="start from the diffusion decoder in this model folder (t' is recalibrated)",
+    )
     ap.add_argument("--no-weights", action="store_true", help="uniform channel weights (no TAEF2)")
     args = ap.parse_args(argv)
+    if args.init and load_decoder(args.init) is None:
+        ap.error(f"{args.init} has no diffusion decoder (decoder.json)")
+    return args
 
-    args.run.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
+
+def build(args: argparse.Namespace) -> dict:
+    """Frozen codec, decoder (fresh, or from --init), optimiser, resumed state, data, weights."""
     codec = load_model(args.model).codec.eval().requires_grad_(False)
     config = json.loads(args.config)
     init = load_decoder(args.init) if args.init else None
-    if args.init and init is None:
-        ap.error(f"{args.init} has no diffusion decoder (decoder.json)")
     if init is not None:
         config = {**init[1]["diffusion"], **config}
-    over = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    dec = DiffusionDecoder(DiffusionConfig(**over))
+    dec = DiffusionDecoder(DiffusionConfig.from_dict(config))
     if init is not None:
         dec.load_state_dict(init[0].state_dict(), strict=True)
     opt = torch.optim.Adam(dec.parameters(), lr=args.lr)
-    a = alphas_cumprod()
     train, _ = split(load_file(str(args.latents)), n_val=6)  # the images stage 1 held out
-    crops = LatentCrops(train, args.crop, args.seed)
     ckpt = args.run / "checkpoint.safetensors"
-    meta = {"step": 0, "seconds": 0.0, "config": config,
-            "kappa": args.kappa, **({"init": args.init} if init else {})}
+    meta = {"step": 0, "seconds": 0.0, "config": config, "kappa": args.kappa, **({"init": args.init} if init else {})}
     if ckpt.exists():
-        meta = load_checkpoint(ckpt, dec, opt)
+        meta = load_checkpoint(ckpt, {"model": dec}, {"opt": (opt, dec)})
         print(f"resumed at step {meta['step']}", flush=True)
     else:
-        dec.t_start.copy_(calibrate_t_start(codec, crops, args.kappa, args.t_min, args.t_max, a))
-    print("t_start at q bytes 0, 64, 128, 192, 255:", [int(dec.t_start[i]) for i in (0, 64, 128, 192, 255)],
-          flush=True)
-    crops = LatentCrops(train, args.crop, args.seed + 1 + meta["step"])
+        crops = LatentCrops(train, args.crop, args.seed)
+        dec.t_start.copy_(calibrate_t_start(codec, crops, args.kappa, args.t_min, args.t_max, alphas_cumprod()))
+    print("t_start at q bytes 0, 64, 128, 192, 255:", [int(dec.t_start[i]) for i in (0, 64, 128, 192, 255)], flush=True)
     if args.no_weights:
-        weights = torch.ones(32)
+        weights = torch.ones(dec.cfg.latent_channels)
     else:
         from ulic.weights import load_vae
-        probe = [v[:, :32, :32] for v in list(train.values())[::max(1, len(train) // 4)][:4]]
+
+        probe = [v[:, :32, :32] for v in list(train.values())[:: max(1, len(train) // 4)][:4]]
         weights = channel_sensitivity(load_vae().decoder, probe)
-    log = open(args.run / "log.jsonl", "a")
+    return {
+        "codec": codec,
+        "dec": dec,
+        "opt": opt,
+        "ckpt": ckpt,
+        "meta": meta,
+        "weights": weights,
+        "crops": LatentCrops(train, args.crop, args.seed + 1 + meta["step"]),
+    }
+
+
+def losses(codec, dec: DiffusionDecoder, x0: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One stage-2 training batch: the denoiser's x0 estimate and the DRM's coarse latent
+    against x0, at a random q and a random t in [0, t'(q)]."""
+    a = alphas_cumprod()
+    q = torch.rand(len(x0))
+    z_c = codec.reconstruct(x0, q)
+    t_start = dec.t_start[(q * Q_STEPS).round().long()]
+    t = (torch.rand(len(x0)) * (t_start + 1).float()).floor().long().clamp(max=t_start)
+    x_t = cdm_forward(x0, z_c, torch.randn_like(x0), a[t], a[t_start]).float()
+    coarse, spatial, semantic = dec.drm(z_c, q)
+    x0_hat = dec.denoiser(x_t, t, coarse, spatial, semantic)
+    return {
+        "loss_x0": wmse(x0_hat, x0, weights),
+        "loss_coarse": wmse(coarse, x0, weights),
+        "zc_mse": wmse(z_c, x0, weights),
+    }
+
+
+def train(args: argparse.Namespace, run: dict) -> None:
+    dec, opt, meta = run["dec"], run["opt"], run["meta"]
     t0, seconds0, step, avg = time.time(), meta["seconds"], meta["step"], {}
-    while step < args.steps:
-        for grp in opt.param_groups:
-            grp["lr"] = lr_at(step, args.steps, args.lr)
-        x0 = crops.batch(args.batch)
-        q = torch.rand(args.batch)
-        z_c = codec.reconstruct(x0, q)
-        t_start = dec.t_start[(q * 255).round().long()]
-        t = (torch.rand(args.batch) * (t_start + 1).float()).floor().long().clamp(max=t_start)
-        x_t = cdm_forward(x0, z_c, torch.randn_like(x0), a[t], a[t_start]).float()
-        coarse, spatial, semantic = dec.drm(z_c, q)
-        x0_hat = dec.denoiser(x_t, t, coarse, spatial, semantic)
-        r = {"loss_x0": wmse(x0_hat, x0, weights), "loss_coarse": wmse(coarse, x0, weights),
-             "zc_mse": wmse(z_c, x0, weights)}
-        loss = r["loss_x0"] + r["loss_coarse"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(dec.parameters(), 1.0)
-        opt.step()
-        step += 1
-        update_averages(avg, r)
-        elapsed = seconds0 + time.time() - t0
-        if step % 20 == 0 or step == args.steps:
-            print(f"step {step}/{args.steps} {elapsed:.0f}s " + " ".join(f"{k} {v:.4f}" for k, v in avg.items()),
-                  flush=True)
-            log.write(json.dumps({"step": step, "seconds": round(elapsed, 1),
-                                  **{k: round(v, 5) for k, v in avg.items()}}) + "\n")
-            log.flush()
-        if step % args.ckpt_every == 0 or step == args.steps:
-            save_checkpoint(ckpt, dec, opt, {**meta, "step": step, "seconds": elapsed})
+    with open(args.run / "log.jsonl", "a") as log:
+        while step < args.steps:
+            for grp in opt.param_groups:
+                grp["lr"] = lr_at(step, args.steps, args.lr)
+            r = losses(run["codec"], dec, run["crops"].batch(args.batch), run["weights"])
+            opt.zero_grad(set_to_none=True)
+            (r["loss_x0"] + r["loss_coarse"]).backward()
+            torch.nn.utils.clip_grad_norm_(dec.parameters(), 1.0)
+            opt.step()
+            step += 1
+            update_averages(avg, r)
+            elapsed = seconds0 + time.time() - t0
+            if step % LOG_EVERY == 0 or step == args.steps:
+                log_line(log, step, elapsed, avg, args.steps)
+            if step % args.ckpt_every == 0 or step == args.steps:
+                save_checkpoint(
+                    run["ckpt"], {"model": dec}, {"opt": (opt, dec)}, {**meta, "step": step, "seconds": elapsed}
+                )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    args.run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    train(args, build(args))
     return 0
 
 

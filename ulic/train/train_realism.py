@@ -5,8 +5,14 @@ Per step (one quality byte per batch, the realism R ~ U[0, 1] per sample):
     x (cached TAEF2 latent of a crop) --codec.reconstruct--> z_c          frozen: symbols unchanged
     z_c --DRM(q, R)--> K unrolled DDIM steps of the CDM denoiser(R) --> latent
     latent --pixel decoder(R) (TAEF2's decoder, fine-tuned)--> image
-    L_G = w_mse * MSE(image, crop) + R * (w_lpips * LPIPS-VGG(image, crop) + beta * hinge_G(D(image, z_c)))
-    L_D = hinge(D(crop, z_c), D(image, z_c))
+    L_G = w_mse * (1 - mse_drop * R) * MSE(image, crop)
+          + R * (w_lpips * LPIPS-VGG(image, crop) + beta * hinge_G(D(image, z_c)))
+          + w_anchor * MSE(frozen TAEF2 decoder(latent), crop)      the latent stays on TAEF2's manifold
+    L_D = hinge(D(crop, z_c), D(image, z_c))     D sees both at one random shift of 0..7 px
+
+The anchor term keeps the denoised latent decodable by the frozen TAEF2 decoder (a latent off its
+manifold shows as a block grid there and as stripes in the fine-tuned decoder); the random
+shift stops the patch critic from keying on the 8-px latent grid.
 
 The generator starts from the shipped stage-2 decoder (its DRM input gains an R plane with zero
 weights, the denoiser a zero R projection) and TAEF2's decoder weights, so step 0 decodes as
@@ -17,24 +23,24 @@ Networks inside the loss: VGG16 (LPIPS-VGG; DISTS uses the same backbone). Not i
 AlexNet (LPIPS-Alex, the headline metric) and Inception (FID), which are only reported.
 Validation (every `--val-every` steps, held-out crops, R = 0 and 1): PSNR, LPIPS-Alex, LPIPS-VGG.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ulic.codec.store import load_model
+from ulic.codec.optimize import native_bf16
 from ulic.diffusion.decode import sample
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
-from ulic.diffusion.store import load_decoder
 from ulic.evaluation.lpips import LPIPS
+from ulic.model_store import load_decoder, load_model
+from ulic.train.common import load_checkpoint, log_line, lr_at, save_checkpoint, update_averages
 from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
-from ulic.train.train_codec import lr_at, update_averages
 from ulic.vae.taef2 import decode_pixels
 
 VAL_Q_BYTES = (40, 140)  # about 0.01 and 0.03 bpp on Kodak-sized photos
@@ -75,13 +81,15 @@ class Crops:
         return self.pixels[idx].float() / 255, self.latents[idx].float()
 
 
-def decode_batch(gen: DiffusionDecoder, codec, latents: torch.Tensor, q_byte: int, realism: torch.Tensor,
-                 steps: int, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cached latents, q, R) -> (image (B, 3, H, W), z_c): the whole decoding path, with gradients."""
+def decode_batch(
+    gen: DiffusionDecoder, codec, latents: torch.Tensor, q_byte: int, realism: torch.Tensor, steps: int, bf16: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(cached latents, q, R) -> (image (B, 3, H, W), z_c, denoised latent): the whole decoding
+    path, with gradients."""
     with torch.no_grad():
         z_c = codec.reconstruct(latents, torch.full((len(latents),), q_byte / 255))
     lat = sample(gen, z_c, q_byte, steps, torch.randn_like(z_c), realism)
-    return in_bf16(gen.pixel, bf16, lat.contiguous(memory_format=torch.channels_last), realism), z_c
+    return in_bf16(gen.pixel, bf16, lat.contiguous(memory_format=torch.channels_last), realism), z_c, lat
 
 
 def in_bf16(fn, bf16: bool, *args: torch.Tensor) -> torch.Tensor:
@@ -101,21 +109,34 @@ def train_step(step: int, parts: dict, crops: Crops, args: argparse.Namespace) -
     target, lat = crops.batch(args.batch)
     q_byte = int(torch.randint(0, 256, (1,)))
     r = torch.rand(args.batch)
-    img, z_c = decode_batch(gen, codec, lat, q_byte, r, args.k, args.bf16)
+    img, z_c, lat_hat = decode_batch(gen, codec, lat, q_byte, r, args.k, args.bf16)
     mse = (img - target).pow(2).mean((1, 2, 3))
     lpv = in_bf16(lp, args.bf16, img.clamp(0, 1), target)
     beta = gan_weight(step, args)
-    adv = g_hinge(disc(img.clamp(0, 1), z_c)) if beta > 0 else torch.zeros_like(mse)
-    loss_g = (args.w_mse * mse + r * (args.w_lpips * lpv + beta * adv)).mean()
+    shift = tuple(int(v) for v in torch.randint(0, args.d_shift + 1, (2,)))
+    adv = g_hinge(disc(img.clamp(0, 1), z_c, shift)) if beta > 0 else torch.zeros_like(mse)
+    anchor = torch.zeros_like(mse)
+    if args.w_anchor > 0:
+        anchor = (decode_pixels(parts["vae_decoder"], lat_hat, bf16=args.bf16) - target).pow(2).mean((1, 2, 3))
+    loss_g = (
+        args.w_mse * (1 - args.mse_drop * r) * mse + args.w_anchor * anchor + r * (args.w_lpips * lpv + beta * adv)
+    ).mean()
     parts["opt_g"].zero_grad(set_to_none=True)
     loss_g.backward()
     torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0)
     parts["opt_g"].step()
-    loss_d = d_hinge(disc(target, z_c), disc(img.detach().clamp(0, 1), z_c))
+    loss_d = d_hinge(disc(target, z_c, shift), disc(img.detach().clamp(0, 1), z_c, shift))
     parts["opt_d"].zero_grad(set_to_none=True)
     loss_d.backward()
     parts["opt_d"].step()
-    return {"loss_g": loss_g, "mse": mse.mean(), "lpips_vgg": lpv.mean(), "g_adv": adv.mean(), "loss_d": loss_d}
+    return {
+        "loss_g": loss_g,
+        "mse": mse.mean(),
+        "lpips_vgg": lpv.mean(),
+        "g_adv": adv.mean(),
+        "anchor": anchor.mean(),
+        "loss_d": loss_d,
+    }
 
 
 @torch.no_grad()
@@ -127,7 +148,7 @@ def validate(parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, f
     for r in (0.0, 1.0):
         for qb in VAL_Q_BYTES:
             torch.manual_seed(0)
-            img, _ = decode_batch(gen, codec, lat, qb, torch.full((len(x),), r), args.k, False)
+            img, _, _ = decode_batch(gen, codec, lat, qb, torch.full((len(x),), r), args.k, False)
             img = (img.clamp(0, 1) * 255).round() / 255
             mse = (img - x).pow(2).mean((1, 2, 3))
             out[f"val_psnr_q{qb}_r{r:g}"] = float((10 * torch.log10(1 / mse)).mean())
@@ -136,62 +157,42 @@ def validate(parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, f
     return out
 
 
-def save_state(path: Path, parts: dict, meta: dict) -> None:
-    """Generator, discriminator and both optimisers in one safetensors file (atomic)."""
-    tensors = {}
-    for name in ("gen", "disc"):
-        tensors.update({f"{name}.{k}": v.contiguous() for k, v in parts[name].state_dict().items()})
-    for name, module in (("opt_g", parts["gen"]), ("opt_d", parts["disc"])):
-        names = {id(p): n for n, p in module.named_parameters()}
-        for group in parts[name].param_groups:
-            for p in group["params"]:
-                for k, v in parts[name].state.get(p, {}).items():
-                    tensors[f"{name}.{names[id(p)]}.{k}"] = torch.as_tensor(v).contiguous()
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
-    tmp.replace(path)
-
-
-def load_state(path: Path, parts: dict) -> dict:
-    from safetensors import safe_open
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["meta"])
-    t = load_file(str(path))
-    for name in ("gen", "disc"):
-        parts[name].load_state_dict({k[len(name) + 1:]: v for k, v in t.items() if k.startswith(name + ".")})
-    for name, module in (("opt_g", parts["gen"]), ("opt_d", parts["disc"])):
-        params = dict(module.named_parameters())
-        for k, v in t.items():
-            if k.startswith(name + "."):
-                pname, field = k[len(name) + 1:].rsplit(".", 1)
-                parts[name].state[params[pname]][field] = v
-    return meta
+def checkpoint_parts(parts: dict) -> tuple[dict, dict]:
+    """The modules and optimisers a stage-3 checkpoint holds (`ulic.train.common`)."""
+    return (
+        {"gen": parts["gen"], "disc": parts["disc"]},
+        {"opt_g": (parts["opt_g"], parts["gen"]), "opt_d": (parts["opt_d"], parts["disc"])},
+    )
 
 
 def build(args: argparse.Namespace) -> dict:
     from ulic.weights import load_vae
+
     codec = load_model(args.model).codec.eval().requires_grad_(False)
-    gen = build_generator(args.model, load_vae().decoder)
+    vae_decoder = load_vae().decoder.eval().requires_grad_(False)
+    gen = build_generator(args.model, vae_decoder)
     disc = PatchDiscriminator()
     named = dict(gen.named_parameters())
     cond = [n for n in named if n.startswith(("pixel.film.", "denoiser.realism_proj."))]  # new, zero-init
     pix = [n for n in named if n.startswith("pixel.") and n not in cond]
     rest = [n for n in named if n not in cond and n not in pix]
     groups = [(rest, args.lr), (pix, args.lr_pixel), (cond, args.lr * args.cond_lr_scale)]
-    opt_g = torch.optim.Adam([{"params": [named[n] for n in names], "lr": lr, "base": lr} for names, lr in groups],
-                             betas=(0.5, 0.9))
+    opt_g = torch.optim.Adam(
+        [{"params": [named[n] for n in names], "lr": lr, "base": lr} for names, lr in groups], betas=(0.5, 0.9)
+    )
     opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr_d, betas=(0.5, 0.9))
     for g in opt_d.param_groups:
         g["base"] = args.lr_d
-    return {"codec": codec, "gen": gen, "disc": disc, "opt_g": opt_g, "opt_d": opt_d,
-            "lpips": LPIPS("vgg"), "alex": LPIPS("alex")}
-
-
-def log_line(log, step: int, elapsed: float, values: dict) -> None:
-    print(f"step {step} {elapsed:.0f}s " + " ".join(f"{k} {v:.4f}" for k, v in values.items()), flush=True)
-    log.write(json.dumps({"step": step, "seconds": round(elapsed, 1),
-                          **{k: round(v, 5) for k, v in values.items()}}) + "\n")
-    log.flush()
+    return {
+        "codec": codec,
+        "gen": gen,
+        "disc": disc,
+        "vae_decoder": vae_decoder,
+        "opt_g": opt_g,
+        "opt_d": opt_d,
+        "lpips": LPIPS("vgg"),
+        "alex": LPIPS("alex"),
+    }
 
 
 def run(args: argparse.Namespace) -> None:
@@ -199,10 +200,14 @@ def run(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     parts = build(args)
     ckpt = args.run / "checkpoint.safetensors"
-    meta = {"step": 0, "seconds": 0.0, "args": {k: str(v) for k, v in vars(args).items()},
-            "config": parts["gen"].cfg.as_dict()}
+    meta = {
+        "step": 0,
+        "seconds": 0.0,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "config": parts["gen"].cfg.as_dict(),
+    }
     if ckpt.exists():
-        meta = load_state(ckpt, parts)
+        meta = load_checkpoint(ckpt, *checkpoint_parts(parts))
         print(f"resumed at step {meta['step']}", flush=True)
     step, seconds0, t0, avg = meta["step"], meta["seconds"], time.time(), {}
     crops = Crops(args.crops, args.seed + step)
@@ -220,7 +225,7 @@ def run(args: argparse.Namespace) -> None:
             if step % args.log_every == 0:
                 log_line(log, step, elapsed, avg)
             if step % args.ckpt_every == 0 or step == args.steps:
-                save_state(ckpt, parts, {**meta, "step": step, "seconds": elapsed})
+                save_checkpoint(ckpt, *checkpoint_parts(parts), {**meta, "step": step, "seconds": elapsed})
             if step % args.val_every == 0 or step == args.steps:
                 log_line(log, step, elapsed, validate(parts, crops, args))
 
@@ -238,11 +243,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lr-d", type=float, default=2e-4)
     ap.add_argument("--cond-lr-scale", type=float, default=10.0, help="lr multiple of the new R inputs")
     ap.add_argument("--w-mse", type=float, default=16.0, help="MSE weight (images in [0, 1])")
+    ap.add_argument("--mse-drop", type=float, default=0.0, help="MSE weight is w_mse * (1 - mse_drop * R)")
+    ap.add_argument("--w-anchor", type=float, default=0.0, help="MSE weight through the frozen TAEF2 decoder")
+    ap.add_argument("--d-shift", type=int, default=0, help="random shift (px) of D's inputs, both real and fake")
     ap.add_argument("--w-lpips", type=float, default=1.0, help="LPIPS-VGG weight, times R")
     ap.add_argument("--beta", type=float, default=0.1, help="adversarial weight, times R")
     ap.add_argument("--gan-start", type=int, default=150)
     ap.add_argument("--gan-ramp", type=int, default=150)
-    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the decoder and VGG")
+    ap.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="bfloat16 autocast for the decoders and VGG; auto: where the CPU computes "
+        "bfloat16 natively (elsewhere it is emulated and many times slower)",
+    )
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--ckpt-every", type=int, default=25)
     ap.add_argument("--val-every", type=int, default=100)
@@ -251,7 +265,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(parse(argv))
+    args = parse(argv)
+    args.bf16 = args.bf16 == "on" or (args.bf16 == "auto" and native_bf16())
+    run(args)
     return 0
 
 

@@ -4,6 +4,7 @@ Architecture facts come from the shared data README (TAEF2 section); weights are
 loaded with `weights_only=True` and cast to float32. Module indices match the upstream
 `nn.Sequential` keys so the files load with strict keys.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,8 @@ class Pool(nn.Module):
     def __init__(self, n: int):
         super().__init__()
         self.pool = nn.Sequential(
-            nn.Conv2d(n, 4 * n, 1, bias=False), nn.GroupNorm(4, 4 * n), nn.ReLU(),
-            nn.Conv2d(4 * n, n, 1, bias=False))
+            nn.Conv2d(n, 4 * n, 1, bias=False), nn.GroupNorm(4, 4 * n), nn.ReLU(), nn.Conv2d(4 * n, n, 1, bias=False)
+        )
 
 
 class Block(nn.Module):
@@ -56,11 +57,22 @@ def make_encoder() -> nn.Sequential:
     """(B, 3, H, W) in [0, 1] -> (B, 32, H/8, W/8)."""
     n = 64
     return nn.Sequential(
-        conv(3, n), Block(n),
-        conv(n, n, bias=False, stride=2), Block(n), Block(n), Block(n),
-        conv(n, n, bias=False, stride=2), Block(n), Block(n), Block(n),
-        conv(n, n, bias=False, stride=2), Block(n, True), Block(n, True), Block(n, True),
-        conv(n, LATENT_CHANNELS))
+        conv(3, n),
+        Block(n),
+        conv(n, n, bias=False, stride=2),
+        Block(n),
+        Block(n),
+        Block(n),
+        conv(n, n, bias=False, stride=2),
+        Block(n),
+        Block(n),
+        Block(n),
+        conv(n, n, bias=False, stride=2),
+        Block(n, True),
+        Block(n, True),
+        Block(n, True),
+        conv(n, LATENT_CHANNELS),
+    )
 
 
 def make_decoder() -> nn.Sequential:
@@ -68,12 +80,27 @@ def make_decoder() -> nn.Sequential:
     n = 64
     up = lambda: nn.Upsample(scale_factor=2)  # noqa: E731  nearest
     return nn.Sequential(
-        Clamp(), conv(LATENT_CHANNELS, n), nn.ReLU(),
-        Block(n, True), Block(n, True), Block(n, True),
-        up(), conv(n, n, bias=False), Block(n), Block(n), Block(n),
-        up(), conv(n, n, bias=False), Block(n), Block(n), Block(n),
-        up(), conv(n, n, bias=False), Block(n),
-        conv(n, 3))
+        Clamp(),
+        conv(LATENT_CHANNELS, n),
+        nn.ReLU(),
+        Block(n, True),
+        Block(n, True),
+        Block(n, True),
+        up(),
+        conv(n, n, bias=False),
+        Block(n),
+        Block(n),
+        Block(n),
+        up(),
+        conv(n, n, bias=False),
+        Block(n),
+        Block(n),
+        Block(n),
+        up(),
+        conv(n, n, bias=False),
+        Block(n),
+        conv(n, 3),
+    )
 
 
 class TAEF2(nn.Module):

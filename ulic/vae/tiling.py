@@ -10,6 +10,7 @@ inputs: no seams and no blending. Results equal the one-pass result up to float 
     encode: image (1, 3, H, W) --tiles--> local features (1, 64, H/8, W/8) --mid--> latent
     decode: latent --mid--> features (1, 64, H/8, W/8) --tiles--> image (1, 3, H, W)
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,12 +32,10 @@ def tiles(h: int, w: int, tile: int, halo: int):
     region a tile keeps and the region (inner plus halo, within the map) it reads."""
     for y0, y1 in _spans(h, tile):
         for x0, x1 in _spans(w, tile):
-            yield (y0, y1, x0, x1), (max(0, y0 - halo), min(h, y1 + halo),
-                                     max(0, x0 - halo), min(w, x1 + halo))
+            yield (y0, y1, x0, x1), (max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo))
 
 
-def _tiled(fn: nn.Module, x: torch.Tensor, out_scale: float, tile: int, halo: int,
-           out_channels: int) -> torch.Tensor:
+def _tiled(fn: nn.Module, x: torch.Tensor, out_scale: float, tile: int, halo: int, out_channels: int) -> torch.Tensor:
     """Apply a local network fn (input side / output side = 1 / out_scale) tile by tile.
     tile and halo are in input positions; tile * out_scale and halo * out_scale are integers."""
     _, _, h, w = x.shape
@@ -44,8 +43,9 @@ def _tiled(fn: nn.Module, x: torch.Tensor, out_scale: float, tile: int, halo: in
     out = torch.empty(1, out_channels, round(h * s), round(w * s), dtype=x.dtype)
     for (y0, y1, x0, x1), (ya, yb, xa, xb) in tiles(h, w, tile, halo):
         part = fn(x[:, :, ya:yb, xa:xb])
-        out[:, :, round(y0 * s):round(y1 * s), round(x0 * s):round(x1 * s)] = part[
-            :, :, round((y0 - ya) * s):round((y1 - ya) * s), round((x0 - xa) * s):round((x1 - xa) * s)]
+        out[:, :, round(y0 * s) : round(y1 * s), round(x0 * s) : round(x1 * s)] = part[
+            :, :, round((y0 - ya) * s) : round((y1 - ya) * s), round((x0 - xa) * s) : round((x1 - xa) * s)
+        ]
     return out
 
 

@@ -1,6 +1,6 @@
 """Fuzz campaign on the decoders: every input must end in a ulic error or a valid image.
 
-    python -m ulic.fuzz --seconds 600 --out fuzz.json      # or --n 100000 (--kinds to choose)
+    python -m ulic.tools.fuzz --seconds 600 --out fuzz.json      # or --n 100000 (--kinds to choose)
 
 .ulic inputs (through `ulic.api.decode`) are made from valid files by six kinds of mutation:
     random     random bytes of random length (sometimes behind the right magic bytes)
@@ -23,6 +23,7 @@ A crash is any exception that is not a `UlicError`; a hang is an input slower th
 The pixel limit is set low (ULIC_MAX_PIXELS, default here 512x512) to keep each decode
 short; peak memory is the process's maximum RSS.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,11 @@ import sys
 import time
 import traceback
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ulic import bitstream
+from ulic.diffusion import DECODERS
 from ulic.errors import UlicError
 
 CONTAINER_KINDS = ("random", "truncate", "bitflip", "header", "payload", "size")
@@ -57,7 +59,7 @@ def mutate(seed_file: bytes, kind: str, rng: random.Random, fingerprint: bytes) 
         lead = rng.choice((bitstream.MAGIC + b"\x01", bytes([bitstream.LEAD_MAGIC | bitstream.FORMAT_VERSION]), b""))
         return lead + data
     if kind == "truncate":
-        return seed_file[:rng.randrange(len(seed_file))]
+        return seed_file[: rng.randrange(len(seed_file))]
     if kind == "bitflip":
         b = bytearray(seed_file)
         for _ in range(rng.randint(1, 8)):
@@ -76,7 +78,7 @@ def mutate(seed_file: bytes, kind: str, rng: random.Random, fingerprint: bytes) 
         else:
             cut = rng.randrange(len(c.sections[0]) + 1)
             c.sections = [c.sections[0][:cut], c.sections[0][cut:]] + [b""] * rng.randrange(20)
-            c.sections = c.sections[:max(1, value % 20)]
+            c.sections = c.sections[: max(1, value % 20)]
         if fld == "lead":  # any lead byte (magic, version, section flag), with a valid check
             body = bytearray(c.to_bytes(fingerprint)[:-2])
             body[0] = value & 0xFF
@@ -97,9 +99,25 @@ def mutate(seed_file: bytes, kind: str, rng: random.Random, fingerprint: bytes) 
 def extreme_size(rng: random.Random, limit: int) -> tuple[int, int]:
     """(height, width) at the edges of the pixel limit: strips, squares just inside and outside
     it (before and after padding to 128), sides a varint can barely hold."""
-    side = int(limit ** 0.5)
-    sides = (1, 15, 16, 17, 127, 128, 129, side - 127, side, side + 1, limit // 128, limit // 127,
-             limit // 16, limit, limit + 1, 2**35 - 1)
+    side = int(limit**0.5)
+    sides = (
+        1,
+        15,
+        16,
+        17,
+        127,
+        128,
+        129,
+        side - 127,
+        side,
+        side + 1,
+        limit // 128,
+        limit // 127,
+        limit // 16,
+        limit,
+        limit + 1,
+        2**35 - 1,
+    )
     return rng.choice(sides), rng.choice(sides)
 
 
@@ -118,8 +136,17 @@ def png_chunk(ctype: bytes, data: bytes, good_crc: bool = True) -> bytes:
     return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", crc)
 
 
-def make_png(width: int, height: int, raw: bytes, depth: int = 8, colour: int = 2,
-             interlace: int = 0, idat_parts: int = 1, plte: bool = False, iend: bool = True) -> bytes:
+def make_png(
+    width: int,
+    height: int,
+    raw: bytes,
+    depth: int = 8,
+    colour: int = 2,
+    interlace: int = 0,
+    idat_parts: int = 1,
+    plte: bool = False,
+    iend: bool = True,
+) -> bytes:
     """A PNG with the given header whose IDAT chunks hold zlib(raw) (filtered rows: a filter
     byte, then the row's bytes), split into idat_parts chunks."""
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
@@ -128,19 +155,21 @@ def make_png(width: int, height: int, raw: bytes, depth: int = 8, colour: int = 
     out = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
     if plte:
         out += png_chunk(b"PLTE", bytes(range(256)) * 3)
-    out += b"".join(png_chunk(b"IDAT", z[i:i + step]) for i in range(0, len(z), step))
+    out += b"".join(png_chunk(b"IDAT", z[i : i + step]) for i in range(0, len(z), step))
     return out + (png_chunk(b"IEND", b"") if iend else b"")
 
 
-_PNG_VALID = tuple((c, d) for c, ds in {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16),
-                                         6: (8, 16)}.items() for d in ds)
+_PNG_VALID = tuple(
+    (c, d) for c, ds in {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}.items() for d in ds
+)
 
 
 def fuzz_png(rng: random.Random, limit: int) -> bytes:
     """A structure-aware PNG: extreme header fields, valid CRCs, pixel data of any length."""
     from ulic.imageio import png_pixel_bytes
+
     small = (0, 1, 15, 16, 16, 17, 24, 40, 64, 129)
-    big = (int(limit ** 0.5), limit // 16, limit, 2**31 - 1, 2**32 - 1)
+    big = (int(limit**0.5), limit // 16, limit, 2**31 - 1, 2**32 - 1)
     w, h = (rng.choice(small if rng.random() < 0.8 else big) for _ in range(2))
     if rng.random() < 0.8:  # a combination the PNG standard allows
         colour, depth = rng.choice(_PNG_VALID)
@@ -152,8 +181,17 @@ def fuzz_png(rng: random.Random, limit: int) -> bytes:
     raw = bytes(rng.getrandbits(8) for _ in range(max(0, min(n, 1 << 16))))
     if rng.random() < 0.5:  # valid filter bytes (0-4) in front of the rows, mostly
         raw = bytes(b % 5 for b in raw)
-    data = make_png(w, h, raw, depth, colour, interlace, rng.choice((1, 1, 2, 5)),
-                    plte=colour == 3 or rng.random() < 0.1, iend=rng.random() < 0.9)
+    data = make_png(
+        w,
+        h,
+        raw,
+        depth,
+        colour,
+        interlace,
+        rng.choice((1, 1, 2, 5)),
+        plte=colour == 3 or rng.random() < 0.1,
+        iend=rng.random() < 0.9,
+    )
     if rng.random() < 0.1:  # garbage or a flipped bit somewhere after the signature
         b = bytearray(data)
         b[rng.randrange(8, len(b))] ^= 1 << rng.randrange(8)
@@ -167,14 +205,23 @@ def image_seeds() -> list[bytes]:
 
     import numpy as np
     from PIL import Image
+
     rng = np.random.default_rng(0)
     rgb = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8), "RGB")
     out = []
-    for fmt, img, kw in (("PNG", rgb, {}), ("PNG", rgb.convert("P"), {}), ("PNG", rgb.convert("RGBA"), {}),
-                         ("JPEG", rgb, {"quality": 90}), ("JPEG", rgb, {"progressive": True}),
-                         ("GIF", rgb.convert("P"), {}), ("BMP", rgb, {}),
-                         ("TIFF", rgb, {"compression": "tiff_deflate"}), ("WEBP", rgb, {"lossless": True}),
-                         ("WEBP", rgb, {"quality": 50}), ("PPM", rgb, {})):
+    for fmt, img, kw in (
+        ("PNG", rgb, {}),
+        ("PNG", rgb.convert("P"), {}),
+        ("PNG", rgb.convert("RGBA"), {}),
+        ("JPEG", rgb, {"quality": 90}),
+        ("JPEG", rgb, {"progressive": True}),
+        ("GIF", rgb.convert("P"), {}),
+        ("BMP", rgb, {}),
+        ("TIFF", rgb, {"compression": "tiff_deflate"}),
+        ("WEBP", rgb, {"lossless": True}),
+        ("WEBP", rgb, {"quality": 50}),
+        ("PPM", rgb, {}),
+    ):
         b = io.BytesIO()
         img.save(b, format=fmt, **kw)
         out.append(b.getvalue())
@@ -186,7 +233,7 @@ def mutate_image(seed: bytes, rng: random.Random) -> bytes:
     b = bytearray(seed)
     op = rng.choice(("flip", "overwrite", "cut"))
     if op == "cut":
-        return bytes(b[:rng.randrange(len(b))])
+        return bytes(b[: rng.randrange(len(b))])
     for _ in range(rng.randint(1, 8)):
         i = rng.randrange(len(b))
         if op == "flip":
@@ -196,8 +243,9 @@ def mutate_image(seed: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
-def make_input(kind: str, rng: random.Random, seeds: list[bytes], images: list[bytes],
-               fingerprint: bytes, limit: int) -> bytes:
+def make_input(
+    kind: str, rng: random.Random, seeds: list[bytes], images: list[bytes], fingerprint: bytes, limit: int
+) -> bytes:
     """One fuzz input of the given kind."""
     if kind == "size":
         return mutate_size(rng.choice(seeds), rng, fingerprint, limit)
@@ -221,20 +269,28 @@ class Report:
     max_rss_mb: float = 0.0
 
     def as_dict(self) -> dict:
-        return {"inputs": sum(self.tried.values()), "tried": self.tried, "outcomes": self.outcomes,
-                "outcomes_by_kind": self.by_kind,
-                "seconds_by_kind": {k: round(v, 1) for k, v in self.kind_seconds.items()},
-                "crashes": len(self.crashes), "hangs": len(self.hangs),
-                "crash_examples": self.crashes[:5], "hang_examples": self.hangs[:5],
-                "slowest_decode_s": round(self.slowest_s, 3), "seconds": round(self.seconds, 1),
-                "inputs_per_s": round(sum(self.tried.values()) / max(self.seconds, 1e-9), 1),
-                "max_rss_mb": round(self.max_rss_mb, 1)}
+        return {
+            "inputs": sum(self.tried.values()),
+            "tried": self.tried,
+            "outcomes": self.outcomes,
+            "outcomes_by_kind": self.by_kind,
+            "seconds_by_kind": {k: round(v, 1) for k, v in self.kind_seconds.items()},
+            "crashes": len(self.crashes),
+            "hangs": len(self.hangs),
+            "crash_examples": self.crashes[:5],
+            "hang_examples": self.hangs[:5],
+            "slowest_decode_s": round(self.slowest_s, 3),
+            "seconds": round(self.seconds, 1),
+            "inputs_per_s": round(sum(self.tried.values()) / max(self.seconds, 1e-9), 1),
+            "max_rss_mb": round(self.max_rss_mb, 1),
+        }
 
 
 def _run_one(kind: str, data: bytes, model, decoder: str | None = None) -> None:
     """Decode one input with the decoder its kind targets; raises what the decoder raises."""
     from ulic.api import decode
     from ulic.imageio import load_image
+
     if kind in IMAGE_KINDS:
         x = load_image(data)
         assert x.shape[1] == 3 and x.shape[2] >= 16 and x.shape[3] >= 16
@@ -243,12 +299,21 @@ def _run_one(kind: str, data: bytes, model, decoder: str | None = None) -> None:
     assert d.image.shape[2:] == (d.header.height, d.header.width)
 
 
-def run_campaign(seeds: list[bytes], model, n: int | None = None, seconds: float | None = None,
-                 hang_s: float = 10.0, rng_seed: int = 0, kinds: tuple[str, ...] = KINDS,
-                 progress: Callable[[str], None] | None = None, decoder: str | None = None) -> Report:
+def run_campaign(
+    seeds: list[bytes],
+    model,
+    n: int | None = None,
+    seconds: float | None = None,
+    hang_s: float = 10.0,
+    rng_seed: int = 0,
+    kinds: tuple[str, ...] = KINDS,
+    progress: Callable[[str], None] | None = None,
+    decoder: str | None = None,
+) -> Report:
     """Decode mutated inputs of the given kinds, in turn, until n inputs or `seconds` have passed
     (decoder: the stage-2 decoder for .ulic inputs, default the model's choice)."""
     from ulic.limits import max_pixels
+
     rng = random.Random(rng_seed)
     images, limit = image_seeds(), max_pixels()
     rep = Report()
@@ -266,8 +331,14 @@ def run_campaign(seeds: list[bytes], model, n: int | None = None, seconds: float
             outcome = type(e).__name__
         except Exception as e:  # a crash: anything that is not a defined ulic error
             outcome = "crash"
-            rep.crashes.append({"kind": kind, "input_hex": data[:64].hex(), "error": repr(e),
-                                "where": traceback.format_exc(limit=3).splitlines()[-3:]})
+            rep.crashes.append(
+                {
+                    "kind": kind,
+                    "input_hex": data[:64].hex(),
+                    "error": repr(e),
+                    "where": traceback.format_exc(limit=3).splitlines()[-3:],
+                }
+            )
         dt = time.perf_counter() - t
         rep.slowest_s = max(rep.slowest_s, dt)
         rep.kind_seconds[kind] = rep.kind_seconds.get(kind, 0.0) + dt
@@ -279,8 +350,7 @@ def run_campaign(seeds: list[bytes], model, n: int | None = None, seconds: float
         i += 1
         if progress is not None and time.perf_counter() - last >= 60:
             last = time.perf_counter()
-            progress(f"{i} inputs, {len(rep.crashes)} crashes, {len(rep.hangs)} hangs, "
-                     f"{last - t0:.0f} s")
+            progress(f"{i} inputs, {len(rep.crashes)} crashes, {len(rep.hangs)} hangs, " f"{last - t0:.0f} s")
     rep.seconds = time.perf_counter() - t0
     rep.max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return rep
@@ -291,6 +361,7 @@ def seed_files(model, sizes=((64, 96), (130, 17), (128, 128)), qualities=(0, 50,
     import numpy as np
 
     from ulic.api import encode
+
     rng = np.random.default_rng(0)
     out = []
     for h, w in sizes:
@@ -303,38 +374,55 @@ def seed_files(model, sizes=((64, 96), (130, 17), (128, 128)), qualities=(0, 50,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=None,
-                    help="stop after this long (default 300 without --n)")
+    ap.add_argument("--seconds", type=float, default=None, help="stop after this long (default 300 without --n)")
     ap.add_argument("--n", type=int, default=None, help="stop after this many inputs")
     ap.add_argument("--hang-s", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the JSON report here")
-    ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
-                    help="mutation kinds (default: all)")
-    ap.add_argument("--decoder", choices=("mse", "fast", "diffusion"), default=None,
-                    help="decoder for .ulic inputs (default: the model's choice; mse is fastest)")
+    ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="mutation kinds (default: all)")
+    ap.add_argument(
+        "--decoder",
+        choices=DECODERS,
+        default=None,
+        help="decoder for .ulic inputs (default: the model's choice; mse is fastest)",
+    )
     args = ap.parse_args(argv)
     from ulic.imageio import quiet_pillow_logs
+
     quiet_pillow_logs()  # rejected inputs are counted, not logged
     if args.n is None and args.seconds is None:
         args.seconds = 300
     os.environ.setdefault("ULIC_MAX_PIXELS", str(512 * 512))
-    from ulic.codec.store import load_model
+    from ulic.model_store import load_model
+
     try:
         model = load_model()
         seeds = seed_files(model)
     except UlicError as e:
-        print(f"ulic.fuzz: error: {e}", file=sys.stderr)
+        print(f"ulic.tools.fuzz: error: {e}", file=sys.stderr)
         return 2
-    rep = run_campaign(seeds, model, args.n, args.seconds, args.hang_s, args.seed,
-                       tuple(args.kinds), progress=lambda m: print(f"fuzz: {m}", file=sys.stderr, flush=True),
-                       decoder=args.decoder)
-    out = {"model": model.model_id, "max_pixels": int(os.environ["ULIC_MAX_PIXELS"]),
-           "decoder": args.decoder or "model default", **rep.as_dict()}
+    rep = run_campaign(
+        seeds,
+        model,
+        args.n,
+        args.seconds,
+        args.hang_s,
+        args.seed,
+        tuple(args.kinds),
+        progress=lambda m: print(f"fuzz: {m}", file=sys.stderr, flush=True),
+        decoder=args.decoder,
+    )
+    out = {
+        "model": model.model_id,
+        "max_pixels": int(os.environ["ULIC_MAX_PIXELS"]),
+        "decoder": args.decoder or "model default",
+        **rep.as_dict(),
+    }
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:
         from ulic.imageio import save_atomic
+
         save_atomic(text.encode(), args.out)
     return 1 if rep.crashes or rep.hangs else 0
 

@@ -2,8 +2,9 @@
 for the `mse`, `fast` and `diffusion` decoders on one image, through the public decoder, and
 the ratio to the frozen TAEF2 decoder alone.
 
-    python -m ulic.bench_decoder --image kodim23.png --out results/kodak/decode_times.json
+    python -m ulic.tools.bench_decoder --image kodim23.png --out results/kodak/decode_times.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ulic import api
-from ulic.codec.store import load_model
+from ulic.model_store import load_model
 from ulic.weights import load_vae
 
 
@@ -38,10 +39,17 @@ def stage_times(data: bytes, steps: int, repeats: int = 3) -> dict:
     lat = api.decode(data, decoder="mse").z_c
     vae = load_vae()
     t_vae = min(_timed(lambda: vae.decode(lat)) for _ in range(repeats))
-    return {"fast": fast, "diffusion": diff, "mse": mse, "vae_decode_alone_s": t_vae,
-            "diffusion_step_s": (diff["refine"] - fast["refine"]) / steps,
-            "fast_total_s": fast["total"], "diffusion_total_s": diff["total"],
-            "fast_over_vae": fast["total"] / t_vae, "diffusion_over_vae": diff["total"] / t_vae}
+    return {
+        "fast": fast,
+        "diffusion": diff,
+        "mse": mse,
+        "vae_decode_alone_s": t_vae,
+        "diffusion_step_s": (diff["refine"] - fast["refine"]) / steps,
+        "fast_total_s": fast["total"],
+        "diffusion_total_s": diff["total"],
+        "fast_over_vae": fast["total"] / t_vae,
+        "diffusion_over_vae": diff["total"] / t_vae,
+    }
 
 
 def _timed(fn) -> float:
@@ -58,10 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=4)
     args = ap.parse_args(argv)
     data = api.encode(args.image, bpp=args.bpp).data
-    doc = {"image": args.image.name, "bpp": 8 * len(data) / (api.load_image(args.image).shape[2] *
-                                                              api.load_image(args.image).shape[3]),
-           "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch_threads": torch.get_num_threads(),
-           "timing": "best of 3 decodes", **stage_times(data, args.steps)}
+    doc = {
+        "image": args.image.name,
+        "bpp": 8 * len(data) / (api.load_image(args.image).shape[2] * api.load_image(args.image).shape[3]),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "torch_threads": torch.get_num_threads(),
+        "timing": "best of 3 decodes",
+        **stage_times(data, args.steps),
+    }
     a, b = api.decode(data, decoder="diffusion").image, api.decode(data, decoder="diffusion").image
     doc["diffusion_decode_twice_identical"] = bool(torch.equal(a, b))
     args.out.parent.mkdir(parents=True, exist_ok=True)
