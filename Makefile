@@ -18,7 +18,7 @@ ULIC_KODAK_DIR ?= $(abspath $(SHARED)/data/kodak)
 export ULIC_KODAK_DIR
 endif
 
-.PHONY: setup demo test test-kernels bench clean browser wheel-check serve outside-photos
+.PHONY: setup demo test lint test-kernels bench clean browser wheel-check serve outside-photos
 
 setup: $(VENV)/.installed
 
@@ -32,9 +32,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/ulic demo --bpp 0.03 -o demo-out
 
-# The float-sensitive tests once per CPU kernel family (ATEN_CPU_CAPABILITY), then the whole suite.
-test: test-kernels browser wheel-check
+# Lint, the float-sensitive tests once per CPU kernel family (ATEN_CPU_CAPABILITY), then the whole suite.
+test: lint test-kernels browser wheel-check
 	$(BIN)/python -m pytest -q
+
+# ruff (lint, import order, format) and mypy, configured in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check ulic tests
+	$(BIN)/ruff format --check ulic tests
+	$(BIN)/mypy
 
 test-kernels: setup
 	$(BIN)/python tests/cpu_kernels.py

@@ -18,12 +18,20 @@ TINY = CodecConfig(n_full=8, n=16, m=8, cz=8, n_hyper=16)
 
 
 def weights_available() -> bool:
-    d = os.environ.get("ULIC_WEIGHTS_DIR")
-    return bool(d) and (Path(d) / "taef2_encoder.pth").is_file() and (Path(d) / "taef2_decoder.pth").is_file()
+    """Whether the TAEF2 files are found the way ulic finds them (setting or cache; no download)."""
+    from ulic.errors import WeightsError
+    from ulic.vae.weights import TAEF2_FILES, find_weight
+
+    try:
+        for name in TAEF2_FILES:
+            find_weight(name, allow_download=False)
+    except WeightsError:
+        return False
+    return True
 
 
 needs_vae = pytest.mark.skipif(
-    not weights_available(), reason="TAEF2 weights not found: set ULIC_WEIGHTS_DIR (see README)"
+    not weights_available(), reason="TAEF2 weights not found (ULIC_WEIGHTS_DIR or the cache; see README)"
 )
 
 

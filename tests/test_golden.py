@@ -3,7 +3,6 @@ pixels within a stated tolerance (float32 kernels differ by CPU: AVX-512, AVX2, 
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,6 @@ pytestmark = [
         not ENTRIES or not (DEFAULT_MODEL / "config.json").exists(), reason="no golden files or no shipped model"
     ),
 ]
-sys.path.insert(0, str(GOLDEN))
 
 
 @pytest.fixture
@@ -51,7 +49,7 @@ def pixel_mismatch(img: np.ndarray, ref: np.ndarray) -> str | None:
 
 
 def decode_golden(stem: str, decoder: str) -> tuple[np.ndarray, str]:
-    from regenerate import decode_with_symbols
+    from golden.regenerate import decode_with_symbols
 
     img, y_hat = decode_with_symbols((GOLDEN / f"{stem}.ulic").read_bytes(), decoder)
     return img, hashlib.sha256(y_hat.numpy().tobytes()).hexdigest()
@@ -59,7 +57,7 @@ def decode_golden(stem: str, decoder: str) -> tuple[np.ndarray, str]:
 
 @pytest.mark.parametrize("stem", sorted(ENTRIES))
 def test_golden_file_decodes_identically(stem, default_model):
-    from regenerate import _decoder_sha
+    from golden.regenerate import _decoder_sha
 
     e = ENTRIES[stem]
     assert e["format_version"] == bitstream.FORMAT_VERSION, "format changed: keep old files decodable"
@@ -80,7 +78,7 @@ def test_golden_check_catches_a_symbol_change(default_model):
     data[len(data) // 2] ^= 0x10  # one payload byte, check recomputed: a valid file, other symbols
     body = bytes(data[:-2])
     data = body + bitstream.crc16(default_model.fingerprint[:4] + body).to_bytes(2, "big")
-    from regenerate import decode_with_symbols
+    from golden.regenerate import decode_with_symbols
 
     try:
         _, y_hat = decode_with_symbols(data, ENTRIES[stem]["decoder"])
@@ -120,7 +118,7 @@ def test_version_1_file_still_decodes_to_the_same_symbols(default_model):
     stem = "kodim23_64x64_q80"
     old = (GOLDEN / f"v1_{stem}.ulic").read_bytes()
     assert old[:3] == b"UL\x01" and len(old) == len((GOLDEN / f"{stem}.ulic").read_bytes()) + 4
-    from regenerate import decode_with_symbols
+    from golden.regenerate import decode_with_symbols
 
     _, y_hat = decode_with_symbols(old, ENTRIES[stem]["decoder"])
     assert hashlib.sha256(y_hat.numpy().tobytes()).hexdigest() == ENTRIES[stem]["y_hat_sha256"]

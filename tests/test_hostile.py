@@ -369,7 +369,7 @@ def test_png_split_over_idat_chunks_is_complete(photo):
 # -- 10: --threads and other options checked by the parser -----------------------------------------
 @pytest.mark.parametrize("value", ["-1", "0", "abc", "1e9"])
 @pytest.mark.parametrize(
-    "command", ["compress", "decompress", "info", "compress-dir", "decompress-dir", "demo", "eval", "train-codec"]
+    "command", ["compress", "decompress", "info", "compress-dir", "decompress-dir", "demo", "eval", "serve"]
 )
 def test_case10_bad_threads_every_subcommand(cli, command, value):
     one_line_error(cli("--threads", value, command, "x"), "--threads")

@@ -113,7 +113,7 @@ def test_stage3_training_steps_checkpoint_and_resume(tmp_path):
     from safetensors.torch import save_file
 
     from ulic.train.train_realism import main
-    from ulic.weights import load_vae
+    from ulic.vae.weights import load_vae
 
     g = torch.Generator().manual_seed(0)
     pixels = (torch.rand(4, 3, 128, 128, generator=g) * 255).to(torch.uint8)  # latents: multiples of 16

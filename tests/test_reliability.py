@@ -70,7 +70,7 @@ def test_huge_header_is_refused_before_decoding(tiny_model):
 # -- tiled VAE ----------------------------------------------------------------------------------
 def test_tiled_vae_equals_one_pass(photo):
     from ulic.vae.tiling import decode_tiled, encode_tiled
-    from ulic.weights import load_vae
+    from ulic.vae.weights import load_vae
 
     vae = load_vae()
     x = torch.from_numpy(photo[:128, :192].copy()).permute(2, 0, 1)[None].float() / 255
@@ -294,7 +294,7 @@ def test_pth_loading_runs_no_code(tmp_path, monkeypatch):
 
 def test_weights_with_wrong_hash_refused(tmp_path):
     from ulic.errors import WeightsError
-    from ulic.weights import find_weight
+    from ulic.vae.weights import find_weight
 
     (tmp_path / "taef2_encoder.pth").write_bytes(b"not the pinned file")
     with pytest.raises(WeightsError, match="sha256"):

@@ -7,8 +7,8 @@ import threading
 import pytest
 from conftest import needs_vae
 
-from ulic import weights
 from ulic.errors import WeightsError
+from ulic.vae import weights
 
 CONTENT = b"pretend-weights" * 100
 SHA = hashlib.sha256(CONTENT).hexdigest()

@@ -29,8 +29,9 @@ from ulic.imageio import load_image, max_pixels, to_pil
 from ulic.limits import check_container_length, check_size, padded, read_container
 from ulic.model_store import LoadedModel, load_model
 from ulic.pixels import psnr  # noqa: F401 (part of the API)
+from ulic.vae.taef2 import SCALE
 from ulic.vae.tiling import decode_tiled
-from ulic.weights import load_vae
+from ulic.vae.weights import load_vae
 
 BPP_TOLERANCE = 0.03
 
@@ -242,7 +243,7 @@ def check_decode_options(decoder: str | None = None, steps: int | None = None, r
         raise UlicError(f"realism must be a number between 0 and 1, got {realism!r}")
 
 
-def _refine(
+def _run_decoder(
     z_c: torch.Tensor,
     q_byte: int,
     model: LoadedModel,
@@ -298,10 +299,10 @@ def decode(
     if len(c.sections) != 1:
         raise BitstreamError(f"this ulic version expects 1 section, the file has {len(c.sections)}")
     hp, wp = padded(c.height, c.width, model.codec.cfg.downsample)
-    z_c = model.codec.decompress(c.sections[0], (hp // 8, wp // 8), c.quality)
+    z_c = model.codec.decompress(c.sections[0], (hp // SCALE, wp // SCALE), c.quality)
     t1 = time.perf_counter()
-    latent, used, k, pixel = _refine(z_c, c.quality, model, decoder, steps, data, realism)
-    latent = latent[:, :, : -(-c.height // 8), : -(-c.width // 8)]
+    latent, used, k, pixel = _run_decoder(z_c, c.quality, model, decoder, steps, data, realism)
+    latent = latent[:, :, : -(-c.height // SCALE), : -(-c.width // SCALE)]
     t2 = time.perf_counter()
     with torch.inference_mode():
         if pixel is None:

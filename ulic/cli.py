@@ -1,5 +1,5 @@
 """The `ulic` command: compress, decompress, compress-dir, decompress-dir, info, demo, eval,
-train-codec."""
+serve."""
 
 from __future__ import annotations
 
@@ -195,22 +195,14 @@ def _quiet_log(quiet: bool):
     return (lambda _msg: None) if quiet else (lambda msg: print(msg, flush=True))
 
 
-def cmd_train_codec(a: argparse.Namespace) -> int:
-    from ulic.train.train_codec import main
-
-    return main(a.rest)
-
-
 def _add_optimize(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--optimize",
         type=_number("a whole number in 0..1000", 0, 1000, whole=True),
         default=0,
         metavar="N",
-        help="encode-time optimisation steps for each image (fidelity mode): 20 gives "
-        "about +0.6 dB PSNR at the same bytes but slightly worse LPIPS/DISTS "
-        "with the diffusion decoder; about 1.6 s per step for 768x512 on 2 "
-        "cores (default 0: off)",
+        help="encode-time optimisation steps for each image (fidelity mode: higher PSNR at the "
+        "same bytes, slower encoding; docs/usage.md has the measured trade-off; default 0: off)",
     )
 
 
@@ -237,26 +229,7 @@ def _add_dir_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ulic", description="Learned image codec for ultra-low bitrates.")
-    p.add_argument(
-        "--threads",
-        type=_number("a whole number in 1..1024", 1, 1024, whole=True),
-        default=None,
-        help="torch CPU threads",
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-
-    c = sub.add_parser("compress", help="image -> .ulic")
-    c.add_argument("input")
-    c.add_argument("-o", "--output")
-    _add_rate(c)
-    _add_optimize(c)
-    c.set_defaults(func=cmd_compress)
-
-    d = sub.add_parser("decompress", help=".ulic -> image (PNG)")
-    d.add_argument("input")
-    d.add_argument("-o", "--output")
+def _add_decode_options(d: argparse.ArgumentParser) -> None:
     d.add_argument(
         "--decoder",
         choices=DECODERS,
@@ -268,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps",
         type=_number("a whole number in 1..50", 1, 50, whole=True),
         default=None,
-        help="diffusion steps (default 4)",
+        help="diffusion steps (default: the model's choice)",
     )
     d.add_argument(
         "--realism",
@@ -277,8 +250,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="0 (fidelity, highest PSNR) .. 1 (realism, sharpest texture), for models trained "
         "with it (default: the model's choice)",
     )
-    d.set_defaults(func=cmd_decompress)
 
+
+def _add_file_commands(sub) -> None:
+    """compress, decompress, info, demo: one file at a time."""
+    c = sub.add_parser("compress", help="image -> .ulic")
+    c.add_argument("input")
+    c.add_argument("-o", "--output")
+    _add_rate(c)
+    _add_optimize(c)
+    c.set_defaults(func=cmd_compress)
+    d = sub.add_parser("decompress", help=".ulic -> image (PNG)")
+    d.add_argument("input")
+    d.add_argument("-o", "--output")
+    _add_decode_options(d)
+    d.set_defaults(func=cmd_decompress)
+    i = sub.add_parser("info", help="print a .ulic file's header as JSON")
+    i.add_argument("input")
+    i.set_defaults(func=cmd_info)
+    m = sub.add_parser("demo", help="compress + decompress one image, print bytes, bpp, PSNR, seconds")
+    m.add_argument("input", nargs="?")
+    m.add_argument("-o", "--output", default="demo-out")
+    _add_rate(m, max_bytes=False)
+    _add_optimize(m)
+    m.set_defaults(func=cmd_demo)
+
+
+def _add_folder_commands(sub) -> None:
+    """compress-dir, decompress-dir: whole folders, resumable, shardable."""
     cd = sub.add_parser("compress-dir", help="every image under a folder -> .ulic files (resumable)")
     cd.add_argument("input")
     cd.add_argument("-o", "--output", required=True, help="output folder (mirrors the input tree)")
@@ -287,7 +286,6 @@ def build_parser() -> argparse.ArgumentParser:
     cd.add_argument("--overwrite", action="store_true", help="redo files whose output exists")
     _add_dir_options(cd)
     cd.set_defaults(func=cmd_compress_dir)
-
     dd = sub.add_parser("decompress-dir", help="every .ulic file under a folder -> PNG (resumable)")
     dd.add_argument("input")
     dd.add_argument("-o", "--output", required=True, help="output folder (mirrors the input tree)")
@@ -295,27 +293,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dir_options(dd)
     dd.set_defaults(func=cmd_decompress_dir)
 
-    i = sub.add_parser("info", help="print a .ulic file's header as JSON")
-    i.add_argument("input")
-    i.set_defaults(func=cmd_info)
 
-    m = sub.add_parser("demo", help="compress + decompress one image, print bytes, bpp, PSNR, seconds")
-    m.add_argument("input", nargs="?")
-    m.add_argument("-o", "--output", default="demo-out")
-    _add_rate(m, max_bytes=False)
-    _add_optimize(m)
-    m.set_defaults(func=cmd_demo)
-
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ulic", description="Learned image codec for ultra-low bitrates.")
+    p.add_argument(
+        "--threads",
+        type=_number("a whole number in 1..1024", 1, 1024, whole=True),
+        default=None,
+        help="torch CPU threads",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_file_commands(sub)
+    _add_folder_commands(sub)
     from ulic.evaluation.cli import add_eval_parser
-
-    add_eval_parser(sub)
     from ulic.serve.cli import add_serve_parser
 
+    add_eval_parser(sub)
     add_serve_parser(sub)
-
-    t = sub.add_parser("train-codec", help="train the latent codec (see --help of the module)", add_help=False)
-    t.add_argument("rest", nargs=argparse.REMAINDER)
-    t.set_defaults(func=cmd_train_codec)
     return p
 
 

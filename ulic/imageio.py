@@ -80,8 +80,9 @@ def _convert_rgb(img: Image.Image) -> Image.Image:
 
 
 def _to_rgb(img: Image.Image, notices: list[str]) -> Image.Image:
-    if getattr(img, "n_frames", 1) > 1:
-        notices.append(f"image has {img.n_frames} frames; only the first is coded")
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        notices.append(f"image has {frames} frames; only the first is coded")
         img.seek(0)
     img = ImageOps.exif_transpose(img)
     mode = img.mode
@@ -170,7 +171,7 @@ def _decode(opener: Callable[[], IO[bytes]], name: str, notices: list[str]) -> I
 
 
 def _path_opener(path: str | os.PathLike) -> Callable[[], IO[bytes]]:
-    if stat_input(path, InputImageError).st_size == 0:
+    if stat_input(os.fspath(path), InputImageError).st_size == 0:
         raise InputImageError(f"{path}: file is empty")
     return lambda: open(path, "rb")
 

@@ -52,6 +52,7 @@ class UlicImageFile(ImageFile.ImageFile):
     format_description = "ulic learned image codec"
 
     def _open(self) -> None:
+        assert self.fp is not None  # Pillow opens the file before calling _open
         head = self.fp.read(PEEK_BYTES)
         try:
             height, width = bitstream.peek_size(head)
@@ -83,7 +84,7 @@ class _UlicDecoder(ImageFile.PyDecoder):
 
     _pulls_fd = True
 
-    def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:
+    def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:  # type: ignore[override]
         from ulic.api import decode
         from ulic.imageio import to_pil
         from ulic.model_store import load_model

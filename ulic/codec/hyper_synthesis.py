@@ -11,6 +11,8 @@ that select the probability tables are bit-identical on every machine (Balle et 
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -72,12 +74,13 @@ def integerize(hs: HyperSynthesis, calib: list[torch.Tensor], input_scale: float
     acts = [torch.stack([r[i].amax() for r in runs]) for i in range(len(hs.convs))]
     state: dict[str, torch.Tensor] = {}
     s_in = torch.tensor(input_scale, dtype=torch.float64)
-    for i, conv in enumerate(hs.convs):
+    for i, module in enumerate(hs.convs):
+        conv = cast(nn.Conv2d, module)
         w = conv.weight.double()
         s_w = w.abs().amax(dim=(1, 2, 3)).clamp_min(1e-12) / (2**WEIGHT_BITS - 1)  # (Cout,)
         state[f"{i}.weight"] = torch.round(w / s_w[:, None, None, None]).to(torch.int32)
         state[f"{i}.mult"] = s_w * s_in
-        state[f"{i}.bias"] = conv.bias.double()
+        state[f"{i}.bias"] = conv.bias.double() if conv.bias is not None else torch.zeros_like(s_w)
         if i < len(hs.convs) - 1:
             peak = float(acts[i].amax()) * 1.5 + 1e-6
             s_in = torch.tensor(peak / (2**ACT_BITS - 1), dtype=torch.float64)

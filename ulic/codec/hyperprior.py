@@ -1,10 +1,10 @@
 """The one quantise-and-code object: a gained hyperprior on the latent y.
 
-    z      = h_a(y)                               (B, Cz, h/4, w/4) for y (B, M, h, w)
-    z_hat  = Q(z * zg(q))                        factorized prior, per-channel tables
-    mean, scale = h_s(z_hat * zig(q))             scale -> integer index into `scale_table`
-    y_hat  = Q(y * g(q) - mean * g(q)) + mean * g(q)      Gaussian(mean * g, scale * g)
-    and the synthesis sees y_hat * ig(q)
+    z      = h_a(y)                                  (B, Cz, h/4, w/4) for y (B, M, h, w)
+    z_hat  = Q(z * gain.z(q))                        factorized prior, per-channel tables
+    mean, scale = h_s(z_hat * gain.z_inv(q))         scale -> integer index into `scale_table`
+    y_hat  = Q(y * gain.y - mean * gain.y) + mean * gain.y     Gaussian(mean * gain.y, scale * gain.y)
+    and the synthesis sees y_hat * gain.y_inv(q)
 
 q in [0, 1] picks the gain vectors by log-linear interpolation between `levels` learned rows
 (Cui et al. 2021, "asymmetric gained" units). Training uses float q; coding uses a q byte
@@ -69,12 +69,13 @@ def interp_rows(log_rows: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Gains:
-    """Per-channel gains for a batch, shaped to broadcast: g, ig (B, M, 1, 1); zg, zig (B, Cz, 1, 1)."""
+    """Per-channel gains for a batch, shaped to broadcast: y, y_inv (B, M, 1, 1) scale y before
+    quantisation and after it; z, z_inv (B, Cz, 1, 1) do the same for z."""
 
-    g: torch.Tensor
-    ig: torch.Tensor
-    zg: torch.Tensor
-    zig: torch.Tensor
+    y: torch.Tensor
+    y_inv: torch.Tensor
+    z: torch.Tensor
+    z_inv: torch.Tensor
 
 
 def _plane(rows: torch.Tensor) -> torch.Tensor:
@@ -110,14 +111,9 @@ class GainedHyperprior(nn.Module):
 
     def byte_gains(self, q_byte: int) -> Gains:
         """The tabulated gains the coder uses at q byte q_byte (batch of one)."""
-        st = self.coding_state
-        zig = st.zigain_fp[q_byte].float() / (1 << ZIG_FRAC_BITS)
-        return Gains(
-            *(
-                _plane(t[None])
-                for t in (st.gain[q_byte].float(), st.igain[q_byte].float(), st.zgain[q_byte].float(), zig)
-            )
-        )
+        t = self.coding_state
+        rows = (t.gain[q_byte], t.igain[q_byte], t.zgain[q_byte], t.zigain_fp[q_byte] / (1 << ZIG_FRAC_BITS))
+        return Gains(*(_plane(r.float()[None]) for r in rows))
 
     # -- quantisation and rate --------------------------------------------------------------
     @staticmethod
@@ -147,8 +143,8 @@ class GainedHyperprior(nn.Module):
 
     def hyper(self, z_q: torch.Tensor, gains: Gains) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantised scaled z -> mean and scale of the scaled y (float h_s)."""
-        mean, v = self.h_s(z_q * gains.zig)
-        return mean * gains.g, self.scale_from_index(v) * gains.g
+        mean, v = self.h_s(z_q * gains.z_inv)
+        return mean * gains.y, self.scale_from_index(v) * gains.y
 
     def bits(self, y_q: torch.Tensor, mean_s: torch.Tensor, scale_s: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
         """Bits of quantised (or noisy) scaled y and z under the model, per batch item (B,)."""
@@ -169,58 +165,58 @@ class GainedHyperprior(nn.Module):
     def entropy_params(self, z_hat: torch.Tensor, q_byte: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Integer z_hat (1, Cz, h, w) -> exact float64 means of the scaled y and int64 scale
         indexes, (1, M, 4h, 4w) each: integer h_s, so identical on every machine."""
-        st = self.coding_state
-        z_int = z_hat.long() * st.zigain_fp[q_byte].long()[None, :, None, None]
-        mean, v = st.h_s_int(z_int)
-        mean_s = mean * st.gain[q_byte].double()[None, :, None, None]
-        idx = torch.round(v + st.index_offset[q_byte][None, :, None, None])
+        tables = self.coding_state
+        z_int = z_hat.long() * tables.zigain_fp[q_byte].long()[None, :, None, None]
+        mean, v = tables.h_s_int(z_int)
+        mean_s = mean * tables.gain[q_byte].double()[None, :, None, None]
+        idx = torch.round(v + tables.index_offset[q_byte][None, :, None, None])
         return mean_s, idx.clamp(0, self.cfg.n_scales - 1).long()
 
     def symbols(self, y: torch.Tensor, z: torch.Tensor, q_byte: int) -> tuple[torch.Tensor, ...]:
         """y, z before gains -> integer z_hat, y symbols (centred on the mean), the means and
         the scale indexes, exactly as `compress_latents` codes them."""
-        st, cfg = self.coding_state, self.cfg
-        z_s = z * st.zgain[q_byte].float()[None, :, None, None]
+        tables, cfg = self.coding_state, self.cfg
+        z_s = z * tables.zgain[q_byte].float()[None, :, None, None]
         z_hat = torch.round(z_s).clamp(-cfg.radius_z, cfg.radius_z).long()
         mean_s, idx = self.entropy_params(z_hat, q_byte)
-        y_s = y.double() * st.gain[q_byte].double()[None, :, None, None]
+        y_s = y.double() * tables.gain[q_byte].double()[None, :, None, None]
         sym = torch.round(y_s - mean_s).clamp(-cfg.radius_y, cfg.radius_y).long()
         return z_hat, sym, mean_s, idx
 
     @torch.no_grad()
     def compress_latents(self, y: torch.Tensor, z: torch.Tensor, q_byte: int) -> tuple[bytes, float]:
         """y (1, M, h, w), z (1, Cz, h/4, w/4) before gains -> (bytes, model's ideal bits)."""
-        st, cfg = self.coding_state, self.cfg
+        tables, cfg = self.coding_state, self.cfg
         z_hat, sym, _, idx = self.symbols(y, z, q_byte)
         enc = range_coder.Encoder()
         bits = 0.0
         z_sym = z_hat[0].reshape(cfg.cz, -1).numpy() + cfg.radius_z
         for c in range(cfg.cz):
-            enc.encode(z_sym[c], st.z_tables[c].numpy())
-            bits += _table_bits(z_sym[c], st.z_tables[c])
+            enc.encode(z_sym[c], tables.z_tables[c].numpy())
+            bits += _table_bits(z_sym[c], tables.z_tables[c])
         flat_sym, flat_idx = sym.flatten().numpy() + cfg.radius_y, idx.flatten().numpy()
         for level in np.unique(flat_idx):
             s = flat_sym[flat_idx == level]
-            enc.encode(s, st.y_tables[level].numpy())
-            bits += _table_bits(s, st.y_tables[level])
+            enc.encode(s, tables.y_tables[level].numpy())
+            bits += _table_bits(s, tables.y_tables[level])
         return enc.finish(), bits
 
     @torch.no_grad()
     def decompress_latents(self, data: bytes, z_hw: tuple[int, int], q_byte: int) -> torch.Tensor:
         """bytes -> y_hat * ig (1, M, 4 zh, 4 zw), what the synthesis transform takes."""
-        st, cfg = self.coding_state, self.cfg
+        tables, cfg = self.coding_state, self.cfg
         zh, zw = z_hw
         dec = range_coder.Decoder(data)
-        z = np.stack([dec.decode(zh * zw, st.z_tables[c].numpy()) for c in range(cfg.cz)])
+        z = np.stack([dec.decode(zh * zw, tables.z_tables[c].numpy()) for c in range(cfg.cz)])
         z_hat = torch.from_numpy(z.astype(np.int64) - cfg.radius_z).reshape(1, cfg.cz, zh, zw)
         mean_s, idx = self.entropy_params(z_hat, q_byte)
         flat_idx = idx.flatten().numpy()
         flat_sym = np.zeros(flat_idx.size, dtype=np.int64)
         for level in np.unique(flat_idx):
             sel = flat_idx == level
-            flat_sym[sel] = dec.decode(int(sel.sum()), st.y_tables[level].numpy())
+            flat_sym[sel] = dec.decode(int(sel.sum()), tables.y_tables[level].numpy())
         sym = torch.from_numpy(flat_sym - cfg.radius_y).reshape(mean_s.shape)
-        return ((sym.double() + mean_s) * st.igain[q_byte].double()[None, :, None, None]).float()
+        return ((sym.double() + mean_s) * tables.igain[q_byte].double()[None, :, None, None]).float()
 
 
 def _table_bits(symbols: np.ndarray, freq: torch.Tensor) -> float:

@@ -10,6 +10,13 @@ def conv3(n_in: int, n_out: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(n_in, n_out, 3, stride=stride, padding=1)
 
 
+def zero_init(layer: nn.Conv2d | nn.Linear) -> None:
+    """Weights and bias at zero: a new branch whose output starts as exactly nothing."""
+    nn.init.zeros_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
 class ResBlock(nn.Module):
     """x + conv(act(conv(act(x))))."""
 

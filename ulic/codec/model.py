@@ -86,12 +86,12 @@ class LatentCodec(GainedHyperprior):
         z_c from straight-through rounded y)."""
         gains = self.gains(q)
         y = self.g_a(x)
-        z_noisy = self.quantize(self.h_a(y) * gains.zg, "noise")
+        z_noisy = self.quantize(self.h_a(y) * gains.z, "noise")
         mean_s, scale_s = self.hyper(z_noisy, gains)
-        y_s = y * gains.g
+        y_s = y * gains.y
         y_noisy = self.quantize(y_s, "noise")
         y_ste = self.quantize(y_s, "ste", mean_s)
-        return {"z_c": self.g_s(y_ste * gains.ig), "bits": self.bits(y_noisy, mean_s, scale_s, z_noisy)}
+        return {"z_c": self.g_s(y_ste * gains.y_inv), "bits": self.bits(y_noisy, mean_s, scale_s, z_noisy)}
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -99,9 +99,9 @@ class LatentCodec(GainedHyperprior):
         batch: x (B, 32, h, w), q (B,) -> z_c (B, 32, h, w). Used to train the decoder."""
         gains, cfg = self.gains(q), self.cfg
         y = self.g_a(x)
-        z_hat = self.quantize(self.h_a(y) * gains.zg, "round", radius=cfg.radius_z)
+        z_hat = self.quantize(self.h_a(y) * gains.z, "round", radius=cfg.radius_z)
         mean_s, _ = self.hyper(z_hat, gains)
-        return self.g_s(self.quantize(y * gains.g, "round", mean_s, cfg.radius_y) * gains.ig)
+        return self.g_s(self.quantize(y * gains.y, "round", mean_s, cfg.radius_y) * gains.y_inv)
 
     @torch.no_grad()
     def analyse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ulic.codec.model import Q_STEPS, LatentCodec, lmbda_of
+from ulic.vae.taef2 import SCALE as S  # image pixels per latent position
 from ulic.vae.taef2 import decode_pixels
 from ulic.vae.tiling import DECODER_HALO, DECODER_SPLIT, TILE, tiles
 
@@ -60,13 +61,13 @@ def pixel_sse_grad(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # GroupNorm at 1/8, untiled
             feats = decoder[:DECODER_SPLIT](z_leaf).float()  # (1, 64, h/8, w/8)
         f = feats.detach().requires_grad_(grad)
-        for (y0, y1, x0, x1), (ya, yb, xa, xb) in tiles(f.shape[2], f.shape[3], tile // 8, DECODER_HALO):
-            r1, c1 = min(8 * y1, h), min(8 * x1, w)
-            if 8 * y0 >= h or 8 * x0 >= w:
+        for (y0, y1, x0, x1), (ya, yb, xa, xb) in tiles(f.shape[2], f.shape[3], tile // S, DECODER_HALO):
+            r1, c1 = min(S * y1, h), min(S * x1, w)
+            if S * y0 >= h or S * x0 >= w:
                 continue  # a tile of padding only
             pix = decode_pixels(decoder[DECODER_SPLIT:], f[:, :, ya:yb, xa:xb], bf16)  # (1, 3, 8(yb-ya), 8(xb-xa))
-            pix = pix[:, :, 8 * (y0 - ya) : 8 * (y0 - ya) + r1 - 8 * y0, 8 * (x0 - xa) : 8 * (x0 - xa) + c1 - 8 * x0]
-            err = (pix - image[:, :, 8 * y0 : r1, 8 * x0 : c1]).pow(2).sum()
+            pix = pix[:, :, S * (y0 - ya) : S * (y0 - ya) + r1 - S * y0, S * (x0 - xa) : S * (x0 - xa) + c1 - S * x0]
+            err = (pix - image[:, :, S * y0 : r1, S * x0 : c1]).pow(2).sum()
             if grad:
                 err.backward()  # into f.grad, one tile's graph at a time
             sse += err.item()
@@ -95,17 +96,17 @@ def optimize_latents(
     gains = codec.byte_gains(q_byte)
     lam = float(lmbda_of(torch.tensor(q_byte / Q_STEPS), codec.cfg))
     pixels = image.shape[2] * image.shape[3]
-    lh, lw = -(-image.shape[2] // 8), -(-image.shape[3] // 8)  # the latent decoding keeps
+    lh, lw = -(-image.shape[2] // S), -(-image.shape[3] // S)  # the latent decoding keeps
     y_t, z_t = y.detach().clone().requires_grad_(True), z.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([y_t, z_t], lr=lr)
     best = (math.inf, y, z)
     with torch.enable_grad():
         for i in range(iterations + 1):
-            z_hat = codec.quantize(z_t * gains.zg, "ste")
+            z_hat = codec.quantize(z_t * gains.z, "ste")
             mean_s, scale_s = codec.hyper(z_hat, gains)
-            y_hat = codec.quantize(y_t * gains.g, "ste", mean_s)
+            y_hat = codec.quantize(y_t * gains.y, "ste", mean_s)
             bits = codec.bits(y_hat, mean_s, scale_s, z_hat).sum()
-            z_c = codec.g_s(y_hat * gains.ig)[:, :, :lh, :lw]  # (1, 32, ceil(H/8), ceil(W/8))
+            z_c = codec.g_s(y_hat * gains.y_inv)[:, :, :lh, :lw]  # (1, 32, ceil(H/8), ceil(W/8))
             last = i == iterations  # the last pass only scores the last step
             sse, grad = pixel_sse_grad(decoder, z_c, image, bf16, grad=not last)
             loss = bits.item() / pixels + lam * sse / (3 * pixels)  # of y_t, z_t as they are
@@ -116,6 +117,7 @@ def optimize_latents(
             for group in opt.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * i / iterations))
             opt.zero_grad()
+            assert grad is not None  # computed by every pass but the last
             torch.autograd.backward([bits / pixels, z_c], [None, grad * (lam / (3 * pixels))])
             opt.step()
     return best[1], best[2]

@@ -6,6 +6,7 @@ import hashlib
 
 import torch
 
+from ulic.codec.hyperprior import Q_STEPS
 from ulic.diffusion.networks import DiffusionDecoder
 from ulic.diffusion.schedule import DDIM, alphas_cumprod, ddim_timesteps, start_latent
 
@@ -31,7 +32,7 @@ def sample(
     gives the DRM's coarse latent; eps (B, 32, h, w) is the start noise; realism: one R for
     the batch or (B,), read only by a decoder trained with it."""
     b = z_c.shape[0]
-    q = torch.full((b,), q_byte / 255.0)
+    q = torch.full((b,), q_byte / Q_STEPS)
     r = realism if realism is None or isinstance(realism, torch.Tensor) else torch.full((b,), float(realism))
     coarse, spatial, semantic = dec.drm(z_c, q, r)
     if steps <= 0:

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ulic.codec.layers import ResBlock, conv3
+from ulic.codec.hyperprior import Q_STEPS
+from ulic.codec.layers import ResBlock, conv3, zero_init
 from ulic.diffusion.pixel_decoder import PixelDecoder
+
+T_START_UNCALIBRATED = 300  # t' before `ulic.train.train_decoder` calibrates it per quality byte
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class DiffusionConfig:
     @classmethod
     def from_dict(cls, d: dict) -> DiffusionConfig:
         """The inverse of `as_dict` (JSON lists become tuples)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kwargs)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -59,8 +64,7 @@ class DRM(nn.Module):
         self.to_semantic = nn.Sequential(
             nn.Linear(2 * n, cfg.semantic), nn.SiLU(), nn.Linear(cfg.semantic, cfg.semantic)
         )
-        nn.init.zeros_(self.to_coarse.weight)
-        nn.init.zeros_(self.to_coarse.bias)
+        zero_init(self.to_coarse)
 
     def forward(
         self, z_c: torch.Tensor, q: torch.Tensor, realism: torch.Tensor | None = None
@@ -124,8 +128,7 @@ class Denoiser(nn.Module):
         self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv3(w1, w0))
         self.up0 = nn.ModuleList([FiLMBlock(2 * w0 if i == 0 else w0, w0, e) for i in range(cfg.blocks)])
         self.conv_out = conv3(w0, c)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        zero_init(self.conv_out)
 
     def forward(
         self,
@@ -154,8 +157,10 @@ class Denoiser(nn.Module):
 
 
 class DiffusionDecoder(nn.Module):
-    """DRM + denoiser (+ pixel decoder in stage 3); `t_start` (256,) int64 holds t' for every
-    quality byte."""
+    """DRM + denoiser (+ pixel decoder in stage 3); `t_start` (Q_STEPS + 1,) int64 holds t' for
+    every quality byte."""
+
+    t_start: torch.Tensor
 
     def __init__(self, cfg: DiffusionConfig = DiffusionConfig()):
         super().__init__()
@@ -163,4 +168,4 @@ class DiffusionDecoder(nn.Module):
         self.drm = DRM(cfg)
         self.denoiser = Denoiser(cfg)
         self.pixel = PixelDecoder() if cfg.pixel_decoder else None
-        self.register_buffer("t_start", torch.full((256,), 300, dtype=torch.int64))
+        self.register_buffer("t_start", torch.full((Q_STEPS + 1,), T_START_UNCALIBRATED, dtype=torch.int64))

@@ -31,7 +31,7 @@ class PixelDecoder(nn.Module):
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
 
-    def load_taef2(self, taef2_decoder: nn.Sequential) -> PixelDecoder:
+    def load_taef2(self, taef2_decoder: nn.Module) -> PixelDecoder:
         self.layers.load_state_dict(taef2_decoder.state_dict(), strict=True)
         return self
 

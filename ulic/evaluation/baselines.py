@@ -19,6 +19,7 @@ from ulic.errors import UlicError
 from ulic.evaluation import containers
 
 SIDE_INFO_BYTES = 4
+MIN_SIDE = 16  # pixels: the smallest downscaled side the codecs are given
 
 # Settings per codec: (downscale factor, quality), chosen to span about 0.005-0.1 bpp on Kodak.
 GRIDS: dict[str, tuple[tuple[int, float], ...]] = {
@@ -146,12 +147,16 @@ def run_setting(original: np.ndarray, setting: str) -> Coded:
     codec, factor, q = parse_setting(setting)
     h, w = original.shape[:2]
     im = Image.fromarray(original)
-    small = im if factor == 1 else im.resize((max(16, round(w / factor)), max(16, round(h / factor))), Image.LANCZOS)
+    small = (
+        im
+        if factor == 1
+        else im.resize((max(16, round(w / factor)), max(16, round(h / factor))), Image.Resampling.LANCZOS)
+    )
     data, nbytes = CLASSICAL[codec].encode(small, q)
     rec = CLASSICAL[codec].decode(data)
     if rec.size != small.size:
         raise UlicError(f"{setting}: decoded size {rec.size} differs from the encoded {small.size}")
     if factor != 1:
-        rec = rec.resize((w, h), Image.LANCZOS)
+        rec = rec.resize((w, h), Image.Resampling.LANCZOS)
         nbytes += SIDE_INFO_BYTES
     return Coded(np.asarray(rec, dtype=np.uint8).copy(), nbytes)

@@ -36,6 +36,13 @@ def add_eval_parser(subparsers) -> None:
         default="psnr,ms_ssim,lpips_alex,dists",
         help="comma list from psnr,ms_ssim,lpips_alex,lpips_vgg,dists",
     )
+    _add_fid_options(p)
+    _add_ulic_options(p)
+    _add_output_options(p)
+    p.set_defaults(func=cmd_eval)
+
+
+def _add_fid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fid", default="", help="comma list of FID/KID patch sizes, e.g. 256,64 (slow on CPU)")
     p.add_argument(
         "--fid-images", type=int, default=0, help="compute FID/KID on the first N images only (CPU time; default all)"
@@ -43,6 +50,9 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument(
         "--fid-settings", nargs="+", default=None, help="compute FID/KID only for these of --settings (default all)"
     )
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--name",
         default=None,
@@ -52,6 +62,11 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument(
         "--cache", default="cache/eval", help="cache directory for per-item results (default cache/eval, git-ignored)"
     )
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N images (for quick checks)")
+
+
+def _add_ulic_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--decoder",
         choices=DECODERS,
@@ -68,8 +83,6 @@ def add_eval_parser(subparsers) -> None:
         help="ulic only: encode-time optimisation steps (default 0, as `ulic compress`); "
         "settings name them as :oN, a setting without :o was encoded without",
     )
-    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N images (for quick checks)")
     p.add_argument(
         "--report",
         action="store_true",
@@ -86,7 +99,6 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument(
         "--anchors", default=None, help="published anchors CSV (default: " "$ULIC_SHARED/anchors/published_kodak.csv)"
     )
-    p.set_defaults(func=cmd_eval)
 
 
 def _settings(codec: str, given: list[str] | None, decoder: str | None = None, optimize: int = 0) -> list[str]:
@@ -113,9 +125,9 @@ def _settings(codec: str, given: list[str] | None, decoder: str | None = None, o
     return mine
 
 
-def cmd_eval(a: argparse.Namespace) -> int:
-    """Entry point of `ulic eval`; returns the exit code."""
-    from ulic.evaluation import outputs, runner
+def _check(a: argparse.Namespace) -> tuple[tuple[str, ...], list[int]]:
+    """The metrics and FID patch sizes asked for; UlicError on any bad option, before work."""
+    from ulic.evaluation import runner
 
     metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip())
     for m in metrics:
@@ -129,75 +141,96 @@ def cmd_eval(a: argparse.Namespace) -> int:
         raise UlicError("--workers must be at least 1")
     if not a.codec and not a.report and not a.compare:
         raise UlicError("nothing to do: give --codec (and --data), --report and/or --compare")
-    optimize = a.optimize
-    if not 0 <= optimize <= 1000:
-        raise UlicError(f"--optimize must be in 0..1000, got {optimize}")
+    if not 0 <= a.optimize <= 1000:
+        raise UlicError(f"--optimize must be in 0..1000, got {a.optimize}")
+    if a.realism is not None and not 0 <= a.realism <= 1:
+        raise UlicError(f"--realism must be in 0..1, got {a.realism:g}")
+    if a.codec and not a.data:
+        raise UlicError("--data DIR is required with --codec")
+    return metrics, fid_sizes
+
+
+def _decoder_tag(a: argparse.Namespace) -> str | None:
+    """The decoder part of ulic setting names: 'diffusion8', 'fast:r0.5', ... (None: default)."""
+    tag = None
+    if a.decoder:
+        tag = a.decoder + (str(a.steps) if a.decoder == "diffusion" and a.steps else "")
+    if a.realism is not None:
+        tag = (tag + ":" if tag else "") + f"r{a.realism:g}"
+    return tag
+
+
+def _model_cache(root: str) -> str:
+    """A cache folder per codec + decoder weights, so results of another model are never reused."""
+    from ulic.model_store import load_model
+
+    m = load_model()
+    dec = m.folder / "decoder.json" if m.folder else None
+    tag = m.config["weights_sha256"][:12]
+    if dec is not None and dec.exists():
+        tag += "-" + json.loads(dec.read_text())["weights_sha256"][:12]
+    return str(Path(root) / f"ulic-model-{tag}")
+
+
+def _add_fid(agg: list[dict], items: list, fid_settings: set[str], size: int, a: argparse.Namespace, name: str) -> None:
+    """FID/KID on size-px patches for the chosen settings, into their summary rows."""
+    from ulic.evaluation.setfid import precompute_features, setting_fid
+
+    groups = [g for g in agg if g["setting"] in fid_settings]
+    chosen = [it for g in groups for it in [x for x in items if x.setting == g["setting"]][: a.fid_images or None]]
+    precompute_features(chosen, size, a.workers, label=name)
+    for g in groups:
+        sel = [it for it in chosen if it.setting == g["setting"]]
+        r = setting_fid(sel, size)
+        g[f"fid{size}"], g[f"kid{size}"] = r["fid"], r["kid"]
+        print(
+            f"{name} {g['setting']}: FID/{size} {r['fid']:.2f}, KID {r['kid']:.4f} "
+            f"({r['patches']} patches of {len(sel)} images)",
+            file=sys.stderr,
+        )
+
+
+def _run_codec(codec: str, a: argparse.Namespace, metrics: tuple[str, ...], fid_sizes: list[int]) -> None:
+    """Every setting of one codec over the images: per-image CSV, summary CSV and JSON."""
+    from ulic.evaluation import outputs, runner
+
+    images = runner.list_images(a.data)[: a.limit or None]
+    name = a.name if a.name and len(a.codec) == 1 else codec
+    decoder = _decoder_tag(a) if codec == "ulic" else None
+    settings = _settings(codec, a.settings, decoder, a.optimize)
+    if not settings:
+        raise UlicError(f"no settings given for codec {codec}")
+    fid_settings = set(settings)
+    if a.fid_settings is not None:
+        fid_settings = set(_settings(codec, a.fid_settings, decoder, a.optimize))
+        if not fid_settings <= set(settings):
+            raise UlicError("--fid-settings must be a subset of --settings")
+    cache = _model_cache(a.cache) if codec == "ulic" else a.cache
+    items = [runner.Item(str(img), codec, s, name, metrics, cache) for s in settings for img in images]
+    rows = runner.run(items, a.workers, label=name)
+    agg = outputs.aggregate(rows, metrics)
+    for size in fid_sizes:
+        _add_fid(agg, items, fid_settings, size, a, name)
     out = Path(a.out)
-    if a.codec:
-        if not a.data:
-            raise UlicError("--data DIR is required with --codec")
-        images = runner.list_images(a.data)[: a.limit or None]
-        for codec in a.codec:
-            name = a.name if a.name and len(a.codec) == 1 else codec
-            decoder = None
-            if codec == "ulic" and a.decoder:
-                decoder = a.decoder + (str(a.steps) if a.decoder == "diffusion" and a.steps else "")
-            if codec == "ulic" and a.realism is not None:
-                if not 0 <= a.realism <= 1:
-                    raise UlicError(f"--realism must be in 0..1, got {a.realism:g}")
-                decoder = (decoder + ":" if decoder else "") + f"r{a.realism:g}"
-            settings = _settings(codec, a.settings, decoder, optimize)
-            if not settings:
-                raise UlicError(f"no settings given for codec {codec}")
-            cache = a.cache
-            if codec == "ulic":  # results of another model must not be reused
-                from ulic.model_store import load_model
+    outputs.write_csv(rows, out / f"{name}.csv", ["image", "setting", "bytes", "bpp", *metrics, "codec_seconds"])
+    fid_cols = [f"{k}{s}" for s in fid_sizes for k in ("fid", "kid")]
+    outputs.write_csv(agg, out / f"{name}_summary.csv", ["setting", "images", "bytes", "bpp", *metrics, *fid_cols])
+    desc = (
+        f"{name} on {Path(a.data).name} ({len(images)} images); per-image metrics averaged; "
+        f"rate counts codec payload bytes only (docs/evaluation.md)"
+    )
+    outputs.write_json(outputs.compressai_json(name, desc, agg, metrics), out / f"{name}.json")
+    print(f"{name}: {len(agg)} settings -> {out / (name + '.json')}")
 
-                m = load_model()
-                dec = m.folder / "decoder.json" if m.folder else None
-                tag = m.config["weights_sha256"][:12]
-                if dec is not None and dec.exists():
-                    tag += "-" + json.loads(dec.read_text())["weights_sha256"][:12]
-                cache = str(Path(a.cache) / f"ulic-model-{tag}")
-            fid_settings = set(settings)
-            if a.fid_settings is not None:
-                fid_settings = set(_settings(codec, a.fid_settings, decoder, optimize))
-                if not fid_settings <= set(settings):
-                    raise UlicError("--fid-settings must be a subset of --settings")
-            items = [runner.Item(str(img), codec, s, name, metrics, cache) for s in settings for img in images]
-            rows = runner.run(items, a.workers, label=name)
-            agg = outputs.aggregate(rows, metrics)
-            for size in fid_sizes:
-                from ulic.evaluation.setfid import precompute_features, setting_fid
 
-                fid_groups = [g for g in agg if g["setting"] in fid_settings]
-                chosen = [
-                    it
-                    for g in fid_groups
-                    for it in [x for x in items if x.setting == g["setting"]][: a.fid_images or None]
-                ]
-                precompute_features(chosen, size, a.workers, label=name)
-                for g in fid_groups:
-                    sel = [it for it in chosen if it.setting == g["setting"]]
-                    r = setting_fid(sel, size)
-                    g[f"fid{size}"], g[f"kid{size}"] = r["fid"], r["kid"]
-                    print(
-                        f"{name} {g['setting']}: FID/{size} {r['fid']:.2f}, KID {r['kid']:.4f} "
-                        f"({r['patches']} patches of {len(sel)} images)",
-                        file=sys.stderr,
-                    )
-            cols = ["image", "setting", "bytes", "bpp", *metrics, "codec_seconds"]
-            outputs.write_csv(rows, out / f"{name}.csv", cols)
-            scols = ["setting", "images", "bytes", "bpp", *metrics] + [
-                f"{k}{s}" for s in fid_sizes for k in ("fid", "kid")
-            ]
-            outputs.write_csv(agg, out / f"{name}_summary.csv", scols)
-            desc = (
-                f"{name} on {Path(a.data).name} ({len(images)} images); per-image metrics averaged; "
-                f"rate counts codec payload bytes only (docs/evaluation.md)"
-            )
-            outputs.write_json(outputs.compressai_json(name, desc, agg, metrics), out / f"{name}.json")
-            print(f"{name}: {len(agg)} settings -> {out / (name + '.json')}")
+def cmd_eval(a: argparse.Namespace) -> int:
+    """Entry point of `ulic eval`; returns the exit code."""
+    from ulic.evaluation import outputs
+
+    metrics, fid_sizes = _check(a)
+    for codec in a.codec:
+        _run_codec(codec, a, metrics, fid_sizes)
+    out = Path(a.out)
     if a.compare:
         from ulic.evaluation.compare import compare, markdown
 

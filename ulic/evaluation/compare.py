@@ -33,7 +33,7 @@ def compare(out: Path, anchor: str, test: str) -> dict:
     for name, res in ((anchor, a), (test, t)):
         for i, s in enumerate(res["setting"]):
             rows.append({"name": name, "setting": s, **{k: res[k][i] for k in COLUMNS if k in res}})
-    bd = {}
+    bd: dict[str, float | str] = {}
     for key in COLUMNS[1:]:
         if key not in a or key not in t:
             continue

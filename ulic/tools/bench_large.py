@@ -33,7 +33,7 @@ def tiled_vs_one_pass(image: Path, size: tuple[int, int]) -> dict:
     from ulic.limits import padded
     from ulic.model_store import load_model
     from ulic.vae.tiling import TILE, decode_tiled, encode_tiled
-    from ulic.weights import load_vae
+    from ulic.vae.weights import load_vae
 
     vae, model = load_vae(), load_model()
     x = api.load_image(Image.open(image).convert("RGB").resize(size, Image.Resampling.LANCZOS))

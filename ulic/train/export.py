@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ulic.codec.model import CodecConfig, LatentCodec, build_coding_state
+from ulic.codec.model import LATENT_PER_Z, CodecConfig, LatentCodec, build_coding_state
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.model_store import load_decoder, load_model, save_decoder, save_model
 from ulic.train.common import checkpoint_meta, split
@@ -30,7 +30,7 @@ def export(checkpoint: Path, latents: Path, out: Path, name: str, n_calib: int =
     calib = []
     for k in keys:
         v = train[k].float()[None]
-        calib.append(v[:, :, : v.shape[2] // 16 * 16, : v.shape[3] // 16 * 16])
+        calib.append(v[:, :, : v.shape[2] // LATENT_PER_Z * LATENT_PER_Z, : v.shape[3] // LATENT_PER_Z * LATENT_PER_Z])
     with torch.no_grad():
         codec.coding = build_coding_state(codec, calib)
     extra = {"training": {"steps": meta["step"], "seconds": round(meta["seconds"]), "checkpoint": checkpoint.name}}
@@ -57,7 +57,9 @@ def export_realism(checkpoint: Path, out: Path, realism: float, base: str | None
     `ulic.train.train_realism` checkpoint next to the codec, with its default realism."""
     meta = checkpoint_meta(checkpoint)
     old = load_decoder(str(load_model(base).folder))
-    cfg = meta.get("config") or {**old[0].cfg.as_dict(), "realism": True, "pixel_decoder": True}
+    if old is None and not meta.get("config"):
+        raise SystemExit("the checkpoint records no decoder config and the base model has no decoder")
+    cfg = meta.get("config") or {**old[0].cfg.as_dict(), "realism": True, "pixel_decoder": True}  # type: ignore[index]
     dec = DiffusionDecoder(DiffusionConfig.from_dict(cfg))
     t = load_file(str(checkpoint))
     dec.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("gen.")}, strict=True)

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from ulic.atomic import atomic_path
 from ulic.imageio import list_images
 from ulic.vae.taef2 import SCALE
-from ulic.weights import load_vae
+from ulic.vae.weights import load_vae
 
 
 def scaled_versions(img: Image.Image, min_side: int) -> list[Image.Image]:

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from ulic.atomic import atomic_path
 from ulic.imageio import list_images
 from ulic.limits import PAD
-from ulic.weights import load_vae
+from ulic.vae.weights import load_vae
 
 SCALES = (1.0, 0.75, 0.5)
 ENCODE_BATCH = 32

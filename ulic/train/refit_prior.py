@@ -33,7 +33,7 @@ def refit_prior(
         x = crops.batch(batch)
         q = torch.rand(batch)
         with torch.no_grad():
-            z_s = codec.h_a(codec.g_a(x)) * codec.gains(q).zg  # (B, Cz, h/16, w/16)
+            z_s = codec.h_a(codec.g_a(x)) * codec.gains(q).z  # (B, Cz, h/16, w/16)
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, 2.0 * (1 - step / steps) + 0.05)
         loss = codec.z_bits(codec.quantize(z_s, "noise")).mean()  # bits per z element

@@ -12,11 +12,14 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from safetensors.torch import load_file
 
-from ulic.codec.model import CodecConfig, LatentCodec, lmbda_of
+from ulic.atomic import write_text_atomic
+from ulic.codec.model import LATENT_PER_Z, CodecConfig, LatentCodec, lmbda_of
+from ulic.train import distributed
 from ulic.train.common import (
     LatentCrops,
     channel_sensitivity,
@@ -31,6 +34,7 @@ from ulic.train.common import (
 from ulic.vae.taef2 import decode_pixels
 
 CROP = 32  # latent positions per crop side (256 image pixels)
+SEED_PER_RANK = 1000  # ranks draw different crops: seed + SEED_PER_RANK * rank
 LOG_EVERY = 20
 
 
@@ -42,11 +46,13 @@ def rd_loss(
     latent_weight: float = 0.02,
     channel_weights: torch.Tensor | None = None,
     bf16: bool = False,
+    forward: torch.nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
     """bpp + lambda(q) * D. D is latent MSE (optionally weighted per channel), or (with the
     frozen VAE decoder) pixel MSE against the VAE's own reconstruction plus latent_weight *
-    latent MSE. bf16 runs only the VAE decoder in bfloat16; rates stay float32."""
-    out = codec(x, q)
+    latent MSE. bf16 runs only the VAE decoder in bfloat16; rates stay float32. forward: the
+    module to call instead of codec (its DistributedDataParallel wrapper under torchrun)."""
+    out = (forward or codec)(x, q)
     pixels = x.shape[2] * x.shape[3] * 64
     bpp = out["bits"] / pixels
     err = (out["z_c"] - x).pow(2)
@@ -74,7 +80,7 @@ def validate(
     for qv in (0.0, 0.5, 1.0):
         sums: dict[str, float] = {}
         for v in val.values():
-            h, w = (v.shape[1] // 16) * 16, (v.shape[2] // 16) * 16
+            h, w = (v.shape[1] // LATENT_PER_Z) * LATENT_PER_Z, (v.shape[2] // LATENT_PER_Z) * LATENT_PER_Z
             x = v[None, :, :h, :w].float()
             torch.manual_seed(0)
             r = rd_loss(codec, x, torch.full((1,), qv), decoder)
@@ -89,7 +95,7 @@ def validate(
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--latents", type=Path, required=True, help="cache from ulic.train.latents")
-    ap.add_argument("--run", type=Path, required=True, help="folder for checkpoints and logs")
+    ap.add_argument("--run-dir", "--run", dest="run", type=Path, required=True, help="folder for checkpoints and logs")
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=4e-4)
@@ -128,8 +134,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def build(args: argparse.Namespace) -> dict:
-    """Codec, optimiser (a faster group for the prior and gains), resumed state and data."""
+def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
+    """Codec, optimiser (a faster group for the prior and gains), resumed state and this rank's
+    shard of the data."""
     cfg = CodecConfig(**json.loads(args.config))
     codec = LatentCodec(cfg)
     fast = {
@@ -147,21 +154,22 @@ def build(args: argparse.Namespace) -> dict:
     if ckpt.exists():
         meta = load_checkpoint(ckpt, {"model": codec}, {"opt": (opt, codec)})
         print(f"resumed at step {meta['step']}", flush=True)
-        torch.manual_seed(args.seed + meta["step"])
     elif args.init is not None:
         load_init_weights(args.init, codec)
         meta["init"] = str(args.init)
     train, val = split(load_file(str(args.latents)), n_val=args.n_val)
+    images = distributed.shard(sorted({k.rsplit("@", 1)[0] for k in train}), rank)  # all scales of an image together
+    train = {k: v for k, v in train.items() if k.rsplit("@", 1)[0] in set(images)}
     decoder, weights = None, None
     if args.distortion == "pixel" or args.weighted:
-        from ulic.weights import load_vae
+        from ulic.vae.weights import load_vae
 
         decoder = load_vae().decoder
         if args.bf16:
             decoder = decoder.to(memory_format=torch.channels_last)
     if args.weighted and args.distortion == "latent":
         probe = [v[:, :32, :32] for v in list(train.values())[:: max(1, len(train) // 4)][:4]]
-        weights = channel_sensitivity(decoder, probe)
+        weights = channel_sensitivity(load_vae().decoder, probe)
         print("channel weights", [round(float(w), 3) for w in weights], flush=True)
         decoder = None
     return {
@@ -172,51 +180,72 @@ def build(args: argparse.Namespace) -> dict:
         "val": val,
         "decoder": decoder,
         "weights": weights,
-        "crops": LatentCrops(train, args.crop, args.seed + meta["step"]),
+        "crops": LatentCrops(train, args.crop, args.seed + meta["step"] + SEED_PER_RANK * rank.rank),
+        "images": images,
+        "forward": distributed.wrap(codec, rank),
     }
 
 
-def train(args: argparse.Namespace, run: dict) -> None:
-    """The loop: one rate-distortion step per batch, logs, validation and checkpoints."""
+def train(args: argparse.Namespace, run: dict, rank: distributed.Rank) -> None:
+    """The loop: one rate-distortion step per batch; rank 0 logs, validates and checkpoints."""
     codec, opt, meta = run["codec"], run["opt"], run["meta"]
-    t0, seconds0, step, avg = time.time(), meta["seconds"], meta["step"], {}
-    with open(args.run / "log.jsonl", "a") as log:
+    t0, seconds0, step = time.time(), meta["seconds"], meta["step"]
+    avg: dict[str, float] = {}
+    with open(args.run / f"log{'' if rank.main else f'.rank{rank.rank}'}.jsonl", "a") as log:
         while step < args.steps:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, args.steps, args.lr) * g["lr_scale"]
             x = run["crops"].batch(args.batch)
+            q = torch.rand(args.batch)
             r = rd_loss(
-                codec, x, torch.rand(args.batch), run["decoder"], channel_weights=run["weights"], bf16=args.bf16
+                codec, x, q, run["decoder"], channel_weights=run["weights"], bf16=args.bf16, forward=run["forward"]
             )
             opt.zero_grad(set_to_none=True)
-            r["loss"].backward()
+            r["loss"].backward()  # under DDP: gradients averaged over the ranks here
             torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
             opt.step()
             step += 1
             update_averages(avg, r)
             elapsed = seconds0 + time.time() - t0
-            if step % LOG_EVERY == 0:
-                log_line(log, step, elapsed, avg, args.steps)
-            if step % args.val_every == 0 or step == args.steps:
-                log_line(
-                    log,
-                    step,
-                    elapsed,
-                    {f"val_{k}": v for k, v in validate(codec, run["val"], run["decoder"]).items()},
-                    args.steps,
-                )
-            if step % args.ckpt_every == 0 or step == args.steps:
-                save_checkpoint(
-                    run["ckpt"], {"model": codec}, {"opt": (opt, codec)}, {**meta, "step": step, "seconds": elapsed}
-                )
+            if rank.main:
+                report(args, run, log, step, elapsed, avg)
+
+
+def report(args: argparse.Namespace, run: dict, log: TextIO, step: int, elapsed: float, avg: dict[str, float]) -> None:
+    """Rank 0's log lines, validation and checkpoints after a step."""
+    codec, opt = run["codec"], run["opt"]
+    if step % LOG_EVERY == 0:
+        log_line(log, step, elapsed, avg, args.steps)
+    if step % args.val_every == 0 or step == args.steps:
+        val = validate(codec, run["val"], run["decoder"])
+        log_line(log, step, elapsed, {f"val_{k}": v for k, v in val.items()}, args.steps)
+    if step % args.ckpt_every == 0 or step == args.steps:
+        meta = {**run["meta"], "step": step, "seconds": elapsed}
+        save_checkpoint(run["ckpt"], {"model": codec}, {"opt": (opt, codec)}, meta)
+
+
+def write_ranks(args: argparse.Namespace, run: dict, rank: distributed.Rank) -> None:
+    """run/ranks.json (distributed runs): each rank's image shard and its weights' sha256 at
+    the end, so anyone can check that the shards cover the data once and the ranks agree."""
+    shards = distributed.gather(run["images"], rank)
+    digests = distributed.gather(distributed.weights_digest(run["codec"]), rank)
+    if rank.main:
+        doc = {"world": rank.world, "weights_sha256": digests, "shards": shards}
+        write_text_atomic(args.run / "ranks.json", json.dumps(doc, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    rank = distributed.init()
     args.run.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
     random.seed(args.seed)
-    train(args, build(args))
+    run = build(args, rank)
+    torch.manual_seed(args.seed + run["meta"]["step"] + SEED_PER_RANK * rank.rank)  # ranks draw different q, noise
+    train(args, run, rank)
+    if rank.distributed:
+        write_ranks(args, run, rank)
+    distributed.finish(rank)
     return 0
 
 

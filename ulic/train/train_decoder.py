@@ -72,7 +72,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--latents", type=Path, required=True)
     ap.add_argument("--model", type=str, default=None, help="stage-1 model folder (default: shipped)")
-    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--run-dir", "--run", dest="run", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, default=32)
@@ -120,7 +120,7 @@ def build(args: argparse.Namespace) -> dict:
     if args.no_weights:
         weights = torch.ones(dec.cfg.latent_channels)
     else:
-        from ulic.weights import load_vae
+        from ulic.vae.weights import load_vae
 
         probe = [v[:, :32, :32] for v in list(train.values())[:: max(1, len(train) // 4)][:4]]
         weights = channel_sensitivity(load_vae().decoder, probe)
@@ -155,7 +155,8 @@ def losses(codec, dec: DiffusionDecoder, x0: torch.Tensor, weights: torch.Tensor
 
 def train(args: argparse.Namespace, run: dict) -> None:
     dec, opt, meta = run["dec"], run["opt"], run["meta"]
-    t0, seconds0, step, avg = time.time(), meta["seconds"], meta["step"], {}
+    t0, seconds0, step = time.time(), meta["seconds"], meta["step"]
+    avg: dict[str, float] = {}
     with open(args.run / "log.jsonl", "a") as log:
         while step < args.steps:
             for grp in opt.param_groups:

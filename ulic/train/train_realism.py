@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ulic.codec.hyperprior import Q_STEPS
 from ulic.codec.optimize import native_bf16
 from ulic.diffusion.decode import sample
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
@@ -63,6 +64,7 @@ def build_generator(model_folder: str | None, vae_decoder: torch.nn.Module) -> D
     state["drm.head.weight"] = torch.cat([w, torch.zeros_like(w[:, :1])], 1)
     missing, unexpected = new.load_state_dict(state, strict=False)
     assert not unexpected and all(k.startswith(("pixel.", "denoiser.realism_proj")) for k in missing), missing
+    assert new.pixel is not None  # built with pixel_decoder=True
     new.pixel.load_taef2(vae_decoder)
     return new
 
@@ -87,7 +89,7 @@ def decode_batch(
     """(cached latents, q, R) -> (image (B, 3, H, W), z_c, denoised latent): the whole decoding
     path, with gradients."""
     with torch.no_grad():
-        z_c = codec.reconstruct(latents, torch.full((len(latents),), q_byte / 255))
+        z_c = codec.reconstruct(latents, torch.full((len(latents),), q_byte / Q_STEPS))
     lat = sample(gen, z_c, q_byte, steps, torch.randn_like(z_c), realism)
     return in_bf16(gen.pixel, bf16, lat.contiguous(memory_format=torch.channels_last), realism), z_c, lat
 
@@ -107,7 +109,7 @@ def gan_weight(step: int, args: argparse.Namespace) -> float:
 def train_step(step: int, parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, torch.Tensor]:
     gen, disc, codec, lp = parts["gen"], parts["disc"], parts["codec"], parts["lpips"]
     target, lat = crops.batch(args.batch)
-    q_byte = int(torch.randint(0, 256, (1,)))
+    q_byte = int(torch.randint(0, Q_STEPS + 1, (1,)))
     r = torch.rand(args.batch)
     img, z_c, lat_hat = decode_batch(gen, codec, lat, q_byte, r, args.k, args.bf16)
     mse = (img - target).pow(2).mean((1, 2, 3))
@@ -166,7 +168,7 @@ def checkpoint_parts(parts: dict) -> tuple[dict, dict]:
 
 
 def build(args: argparse.Namespace) -> dict:
-    from ulic.weights import load_vae
+    from ulic.vae.weights import load_vae
 
     codec = load_model(args.model).codec.eval().requires_grad_(False)
     vae_decoder = load_vae().decoder.eval().requires_grad_(False)
@@ -209,7 +211,8 @@ def run(args: argparse.Namespace) -> None:
     if ckpt.exists():
         meta = load_checkpoint(ckpt, *checkpoint_parts(parts))
         print(f"resumed at step {meta['step']}", flush=True)
-    step, seconds0, t0, avg = meta["step"], meta["seconds"], time.time(), {}
+    step, seconds0, t0 = meta["step"], meta["seconds"], time.time()
+    avg: dict[str, float] = {}
     crops = Crops(args.crops, args.seed + step)
     torch.manual_seed(args.seed + step)
     with open(args.run / "log.jsonl", "a") as log:
@@ -234,7 +237,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--crops", type=Path, required=True, help="cache from ulic.train.pixel_crops")
     ap.add_argument("--model", type=str, default=None, help="model folder (default: shipped)")
-    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--run-dir", "--run", dest="run", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--k", type=int, default=4, help="unrolled DDIM steps (decode's default)")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 from functools import lru_cache
 from pathlib import Path
 
+from ulic.atomic import atomic_path
 from ulic.errors import WeightsError
 
 # Public home: github.com/madebyollin/taesd (MIT). Pinned by content.
@@ -39,23 +39,18 @@ def cache_dir() -> Path:
 
 def download(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> Path:
     """Fetch url into dest atomically; the file appears only if its sha256 matches."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".tmp")
     try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
-            for chunk in iter(lambda: r.read(1 << 20), b""):
-                h.update(chunk)
-                f.write(chunk)
-        if h.hexdigest() != sha256:
-            raise WeightsError(f"download of {url} has sha256 {h.hexdigest()[:12]}…, " f"expected {sha256[:12]}…")
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:
+            h = hashlib.sha256()
+            with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
+                for chunk in iter(lambda: r.read(1 << 20), b""):
+                    h.update(chunk)
+                    f.write(chunk)
+            if h.hexdigest() != sha256:
+                raise WeightsError(f"download of {url} has sha256 {h.hexdigest()[:12]}…, expected {sha256[:12]}…")
         return dest
     except OSError as e:
         raise WeightsError(f"could not download {url}: {e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def find_weight(name: str, folder: str | Path | None = None, allow_download: bool = True) -> Path:

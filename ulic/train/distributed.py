@@ -1,0 +1,91 @@
+"""Training on several processes with torchrun (DistributedDataParallel).
+
+    torchrun --nproc_per_node N -m ulic.train.train_codec --latents ... --run ...
+
+Each process is one rank: gloo on CPUs, NCCL on GPUs (one GPU per local rank). Every rank builds
+the same model from the same seed, DDP averages gradients so the weights stay identical, each
+rank draws its crops only from its own shard of the images (`shard`: every image in exactly one
+shard), and rank 0 alone logs and writes checkpoints (the others wait for it before reading one).
+Without torchrun (no WORLD_SIZE) everything runs as one process, unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Rank:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that logs and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def init() -> Rank:
+    """Join the process group torchrun set up (env:// rendezvous), or run alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Rank()
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return Rank(dist.get_rank(), dist.get_world_size(), device)
+
+
+def wrap(model: nn.Module, r: Rank) -> nn.Module:
+    """The module to call in the training step: DDP around it when distributed."""
+    if not r.distributed:
+        return model
+    ids = [r.device.index] if r.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def shard(keys: list[str], r: Rank) -> list[str]:
+    """This rank's share of the sorted keys: every key in exactly one shard."""
+    return sorted(keys)[r.rank :: r.world]
+
+
+def barrier(r: Rank) -> None:
+    if r.distributed:
+        dist.barrier()
+
+
+def gather(obj: object, r: Rank) -> list[object]:
+    """Every rank's obj, in rank order (on every rank)."""
+    if not r.distributed:
+        return [obj]
+    out: list[object] = [None] * r.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of the parameters (float bytes): equal on every rank when DDP keeps them in step."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def finish(r: Rank) -> None:
+    if r.distributed:
+        dist.destroy_process_group()
