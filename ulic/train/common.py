@@ -5,6 +5,7 @@ moving averages and the JSON-lines log, and the per-channel pixel sensitivity of
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -126,6 +127,24 @@ def load_init_weights(path: Path, codec: nn.Module) -> None:
         t = load_file(str(path))
         state = {k[6:]: v for k, v in t.items() if k.startswith("model.")}
     codec.load_state_dict(state, strict=True)
+
+
+# -- command line ---------------------------------------------------------------------------------
+def add_run_arguments(ap: argparse.ArgumentParser, steps: int, batch: int, lr: float, ckpt_every: int) -> None:
+    """The options every training script has, with that script's defaults."""
+    ap.add_argument(
+        "--run-dir",
+        "--run",
+        dest="run",
+        type=Path,
+        required=True,
+        help="folder for checkpoints and logs (a rerun resumes from its checkpoint)",
+    )
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--batch", type=int, default=batch)
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--ckpt-every", type=int, default=ckpt_every)
+    ap.add_argument("--seed", type=int, default=0)
 
 
 # -- schedule and logging ------------------------------------------------------------------------

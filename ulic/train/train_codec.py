@@ -22,6 +22,7 @@ from ulic.codec.model import LATENT_PER_Z, CodecConfig, LatentCodec, lmbda_of
 from ulic.train import distributed
 from ulic.train.common import (
     LatentCrops,
+    add_run_arguments,
     channel_sensitivity,
     load_checkpoint,
     load_init_weights,
@@ -94,14 +95,9 @@ def validate(
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
+    add_run_arguments(ap, steps=20000, batch=16, lr=4e-4, ckpt_every=100)
     ap.add_argument("--latents", type=Path, required=True, help="cache from ulic.train.latents")
-    ap.add_argument("--run-dir", "--run", dest="run", type=Path, required=True, help="folder for checkpoints and logs")
-    ap.add_argument("--steps", type=int, default=20000)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--val-every", type=int, default=250)
-    ap.add_argument("--ckpt-every", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", type=str, default="{}", help="JSON overrides of CodecConfig")
     ap.add_argument(
         "--init", type=Path, default=None, help="start from these weights: a checkpoint or a shipped model folder"

@@ -32,6 +32,7 @@ from ulic.diffusion.schedule import alphas_cumprod, cdm_forward
 from ulic.model_store import load_decoder, load_model
 from ulic.train.common import (
     LatentCrops,
+    add_run_arguments,
     channel_sensitivity,
     load_checkpoint,
     log_line,
@@ -70,18 +71,13 @@ def wmse(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(ap, steps=4000, batch=16, lr=3e-4, ckpt_every=100)
     ap.add_argument("--latents", type=Path, required=True)
     ap.add_argument("--model", type=str, default=None, help="stage-1 model folder (default: shipped)")
-    ap.add_argument("--run-dir", "--run", dest="run", type=Path, required=True)
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--kappa", type=float, default=2.0)
     ap.add_argument("--t-min", type=int, default=50)
     ap.add_argument("--t-max", type=int, default=700)
-    ap.add_argument("--ckpt-every", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", type=str, default="{}", help="JSON overrides of DiffusionConfig")
     ap.add_argument(
         "--init",

@@ -40,7 +40,7 @@ from ulic.diffusion.decode import sample
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.evaluation.lpips import LPIPS
 from ulic.model_store import load_decoder, load_model
-from ulic.train.common import load_checkpoint, log_line, lr_at, save_checkpoint, update_averages
+from ulic.train.common import add_run_arguments, load_checkpoint, log_line, lr_at, save_checkpoint, update_averages
 from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
 from ulic.vae.taef2 import decode_pixels
 
@@ -235,13 +235,10 @@ def run(args: argparse.Namespace) -> None:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(ap, steps=1500, batch=8, lr=1e-4, ckpt_every=25)  # --lr: DRM and denoiser
     ap.add_argument("--crops", type=Path, required=True, help="cache from ulic.train.pixel_crops")
     ap.add_argument("--model", type=str, default=None, help="model folder (default: shipped)")
-    ap.add_argument("--run-dir", "--run", dest="run", type=Path, required=True)
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--k", type=int, default=4, help="unrolled DDIM steps (decode's default)")
-    ap.add_argument("--lr", type=float, default=1e-4, help="DRM and denoiser")
     ap.add_argument("--lr-pixel", type=float, default=5e-5, help="pixel decoder")
     ap.add_argument("--lr-d", type=float, default=2e-4)
     ap.add_argument("--cond-lr-scale", type=float, default=10.0, help="lr multiple of the new R inputs")
@@ -261,9 +258,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "bfloat16 natively (elsewhere it is emulated and many times slower)",
     )
     ap.add_argument("--log-every", type=int, default=10)
-    ap.add_argument("--ckpt-every", type=int, default=25)
     ap.add_argument("--val-every", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
 
 
