@@ -14,12 +14,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+TEMP_MARK = ".ulic-tmp-"  # in every temporary name, so a rerun can find what a killed run left
 TEMP_SUFFIX = ".tmp"
 
 
 def temp_name(path: Path) -> Path:
     """The hidden temporary name beside path that this process writes to."""
-    return path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}{TEMP_SUFFIX}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of these temporary names (left by a killed process)."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX) and TEMP_MARK in name
 
 
 @contextmanager

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ulic.atomic import is_temp_name
 from ulic.errors import UlicError
-from ulic.imageio import IMAGE_SUFFIXES, save_atomic, stale_temp_name, to_pil
+from ulic.imageio import IMAGE_SUFFIXES, save_atomic, to_pil
 
 
 @dataclass
@@ -55,7 +56,7 @@ def remove_stale_temps(root: Path) -> int:
     n = 0
     for dirpath, _, filenames in os.walk(root):
         for f in filenames:
-            if stale_temp_name(f):
+            if is_temp_name(f):
                 (Path(dirpath) / f).unlink(missing_ok=True)
                 n += 1
     return n

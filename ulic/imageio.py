@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ulic.atomic import temp_name
 from ulic.errors import InputImageError, OutputError, UlicError
 from ulic.limits import DEFAULT_MAX_PIXELS, check_size, max_pixels, stat_input  # noqa: F401 (re-exported)
 
@@ -464,11 +465,6 @@ def _write_temp(data: bytes | Image.Image, target: Path, fmt: str | None, tmp: P
         _fill(f, data, target, fmt)
 
 
-def stale_temp_name(name: str) -> bool:
-    """Whether a file name is one of save_atomic's temporary names (left by a killed process)."""
-    return name.startswith(".") and name.endswith(".tmp") and ".ulic-tmp-" in name
-
-
 def save_atomic(data: bytes | Image.Image, path: str | Path, fmt: str | None = None, source: object = None) -> None:
     """Write bytes or an image so that path holds either the old file or the complete new one.
 
@@ -480,7 +476,7 @@ def save_atomic(data: bytes | Image.Image, path: str | Path, fmt: str | None = N
     target = check_output(path, source)
     if isinstance(data, Image.Image):
         fmt = fmt or image_format(path)
-    tmp = target.with_name(f".{target.name}.ulic-tmp-{os.getpid()}.tmp")
+    tmp = temp_name(target)
     try:
         _write_temp(data, target, fmt, tmp)
         check_output(path, source)  # again: the target may have changed meanwhile
