@@ -29,6 +29,7 @@ from ulic.imageio import load_image, max_pixels, to_pil
 from ulic.limits import check_container_length, check_size, padded, read_container
 from ulic.model_store import LoadedModel, load_model
 from ulic.pixels import psnr  # noqa: F401 (part of the API)
+from ulic.runtime import tune_allocator
 from ulic.vae.taef2 import SCALE
 from ulic.vae.tiling import decode_tiled
 from ulic.vae.weights import load_vae
@@ -173,6 +174,7 @@ def encode(
     fidelity mode, see `ulic.codec.optimize`); with bpp or max_bytes the rate search runs
     again on the tuned latents."""
     check_encode_options(quality, bpp, max_bytes, optimize)
+    tune_allocator()
     model = model or load_model()
     notices: list[str] = []
     t0 = time.perf_counter()
@@ -291,6 +293,7 @@ def decode(
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"decompress needs the file's bytes, got {type(data).__name__}")
     check_decode_options(decoder, steps, realism)
+    tune_allocator()
     data = bytes(data)
     model = model or load_model()
     t0 = time.perf_counter()

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from ulic.atomic import write_text_atomic
 from ulic.codec.model import LATENT_PER_Z, CodecConfig, LatentCodec, lmbda_of
+from ulic.runtime import tune_allocator
 from ulic.train import distributed
 from ulic.train.common import (
     LatentCrops,
@@ -231,6 +232,7 @@ def write_ranks(args: argparse.Namespace, run: dict, rank: distributed.Rank) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()
     args = parse(argv)
     rank = distributed.init()
     args.run.mkdir(parents=True, exist_ok=True)

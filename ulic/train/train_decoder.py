@@ -30,6 +30,7 @@ from ulic.codec.model import Q_STEPS
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.diffusion.schedule import alphas_cumprod, cdm_forward
 from ulic.model_store import load_decoder, load_model
+from ulic.runtime import tune_allocator
 from ulic.train.common import (
     LatentCrops,
     add_run_arguments,
@@ -174,6 +175,7 @@ def train(args: argparse.Namespace, run: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()
     args = parse(argv)
     args.run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)

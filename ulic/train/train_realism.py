@@ -40,6 +40,7 @@ from ulic.diffusion.decode import sample
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.evaluation.lpips import LPIPS
 from ulic.model_store import load_decoder, load_model
+from ulic.runtime import tune_allocator
 from ulic.train.common import add_run_arguments, load_checkpoint, log_line, lr_at, save_checkpoint, update_averages
 from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
 from ulic.vae.taef2 import decode_pixels
@@ -263,6 +264,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()
     args = parse(argv)
     args.bf16 = args.bf16 == "on" or (args.bf16 == "auto" and native_bf16())
     run(args)
