@@ -21,3 +21,19 @@ def test_vae_only_reports_round_trip_quality(tmp_path, photo):
     doc = json.loads(out.read_text())
     assert doc["images"] == 2 and [r["image"] for r in doc["rows"]] == ["a.png", "b.png"]
     assert 20 < doc["psnr"] < 60 and 0.8 < doc["ms_ssim"] <= 1.0
+
+
+@needs_vae
+def test_ulic_bench_reports_every_stage(tmp_path, cli):
+    """`ulic bench` at one small size: every stage timed, ratios to the VAE, peak memory, a plot."""
+    out = tmp_path / "stages.json"
+    r = cli("bench", "--sizes", "64x48", "--runs", "1", "--bpp", "0.1", "--out", out)
+    assert r.rc == 0, r.err
+    row = json.loads(out.read_text())["sizes"][0]
+    assert row["size"] == "64x48" and row["peak_rss_mb"] > 0
+    for stage in ("read", "vae_encode", "analysis", "rate_search", "entropy_coding", "total"):
+        assert row["encode"][stage] >= 0
+    for stage in ("parse", "entropy_decode", "synthesis", "vae_decode", "png_write", "total"):
+        assert row["decode"][stage] >= 0
+    assert row["encode_over_vae"] > 0 and row["decode_over_vae"] > 0
+    assert out.with_suffix(".png").exists()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from ulic.limits import check_container_length, check_size, padded, read_contain
 from ulic.model_store import LoadedModel, load_model
 from ulic.pixels import psnr  # noqa: F401 (part of the API)
 from ulic.runtime import tune_allocator
+from ulic.timing import StageTimer
 from ulic.vae.taef2 import SCALE
 from ulic.vae.tiling import decode_tiled
 from ulic.vae.weights import load_vae
@@ -177,15 +177,16 @@ def encode(
     tune_allocator()
     model = model or load_model()
     notices: list[str] = []
-    t0 = time.perf_counter()
+    timer = StageTimer()
     x = load_image(image, notices)
     h, w = x.shape[2:]
-    t1 = time.perf_counter()
+    timer.mark("read")
     latent = encode_latent(x, model)
-    t2 = time.perf_counter()
+    timer.mark("vae_encode")
     coder = LatentCoder(*model.codec.analyse(latent), h, w, model)
+    timer.mark("analysis")
     q = _pick_q(coder, quality, bpp, max_bytes)
-    t3 = time.perf_counter()
+    timer.mark("rate_search")
     if optimize:
         y, z = optimize_latents(model.codec, load_vae().decoder, x, coder.y, coder.z, q, optimize)
         if y is not coder.y:  # tuned: the rate at q changed, so search the rate again
@@ -194,13 +195,14 @@ def encode(
                 coder, q = tuned, _pick_q(tuned, quality, bpp, max_bytes)
             except UlicError:  # the target is reachable only without tuning: keep the start
                 pass
-    t4 = time.perf_counter()
+    timer.mark("optimize")
     data, bits = coder(q)
     if bpp is not None:
         got = 8 * len(data) / (h * w)
         if abs(got - bpp) > BPP_TOLERANCE * bpp:
             notices.append(f"closest rate is {got:.4f} bpp ({100 * (got / bpp - 1):+.1f}% off target)")
-    t5 = time.perf_counter()
+    timer.mark("rate_search")
+    s = timer.seconds
     return EncodeResult(
         data,
         q,
@@ -208,11 +210,9 @@ def encode(
         w,
         bits,
         {
-            "read": t1 - t0,
-            "vae_encode": t2 - t1,
-            "latent_codec": (t3 - t2) + (t5 - t4),
-            "optimize": t4 - t3,
-            "total": t5 - t0,
+            **s,
+            "latent_codec": s["analysis"] + s["rate_search"],
+            "total": timer.total(),
         },
         notices,
     )
@@ -253,6 +253,7 @@ def _run_decoder(
     steps: int | None,
     data: bytes,
     realism: float | None = None,
+    timer: StageTimer | None = None,
 ) -> tuple[torch.Tensor, str, int, Any]:
     """Apply the stage-2/3 decoder to z_c: `mse` keeps the stage-1 latent z_c itself (highest
     PSNR, blurriest), `fast` is the DRM's coarse latent, `diffusion` runs the CDM sampler. A
@@ -274,7 +275,7 @@ def _run_decoder(
     r = None
     if dec.cfg.realism:
         r = float(cfg.get("default_realism", 1.0)) if realism is None else float(realism)
-    latent = refine(dec, z_c, q_byte, k, seed_from_bytes(data), r)
+    latent = refine(dec, z_c, q_byte, k, seed_from_bytes(data), r, timer)
     pixel = dec.pixel.with_realism(r if r is not None else 0.0) if dec.pixel is not None else None
     return latent, decoder, k, pixel
 
@@ -296,31 +297,35 @@ def decode(
     tune_allocator()
     data = bytes(data)
     model = model or load_model()
-    t0 = time.perf_counter()
+    timer = StageTimer()
     check_container_length(data, model.codec)  # size limits and length, before the check and parse
     c = bitstream.parse(data, model.fingerprint, max_pixels())
     if len(c.sections) != 1:
         raise BitstreamError(f"this ulic version expects 1 section, the file has {len(c.sections)}")
+    timer.mark("parse")
     hp, wp = padded(c.height, c.width, model.codec.cfg.downsample)
-    z_c = model.codec.decompress(c.sections[0], (hp // SCALE, wp // SCALE), c.quality)
-    t1 = time.perf_counter()
-    latent, used, k, pixel = _run_decoder(z_c, c.quality, model, decoder, steps, data, realism)
+    z_c = model.codec.decompress(c.sections[0], (hp // SCALE, wp // SCALE), c.quality, timer)
+    latent, used, k, pixel = _run_decoder(z_c, c.quality, model, decoder, steps, data, realism, timer)
     latent = latent[:, :, : -(-c.height // SCALE), : -(-c.width // SCALE)]
-    t2 = time.perf_counter()
     with torch.inference_mode():
         if pixel is None:
             img = load_vae().decode(latent)[:, :, : c.height, : c.width]
         else:
             img = decode_tiled(pixel, latent).clamp(0, 1)[:, :, : c.height, : c.width]
-    t3 = time.perf_counter()
-    return DecodeResult(
-        img,
-        latent,
-        c,
-        {"entropy_and_synthesis": t1 - t0, "refine": t2 - t1, "vae_decode": t3 - t2, "total": t3 - t0},
-        used,
-        k,
-    )
+    timer.mark("vae_decode")
+    return DecodeResult(img, latent, c, _decode_seconds(timer), used, k)
+
+
+def _decode_seconds(timer: StageTimer) -> dict[str, float]:
+    """The stage times of a decode, with the sums earlier releases reported."""
+    s = timer.seconds
+    refine = sum(v for k, v in s.items() if k == "drm" or k.startswith("diffusion_step_"))
+    return {
+        **s,
+        "entropy_and_synthesis": s["parse"] + s["entropy_decode"] + s["synthesis"],
+        "refine": refine,
+        "total": timer.total(),
+    }
 
 
 def decompress(

@@ -126,7 +126,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from ulic.api import decode, encode, psnr
     from ulic.imageio import load_image, save_atomic, to_pil
 
-    image = a.input or _default_example()
+    image = a.input or default_example()
     t0 = time.perf_counter()
     r = encode(image, quality=a.quality, bpp=a.bpp, optimize=a.optimize)
     t1 = time.perf_counter()
@@ -155,7 +155,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-def _default_example() -> Path:
+def default_example() -> Path:
     """kodim23 from the Kodak folder (ULIC_KODAK_DIR), else the bundled example."""
     kodak = os.environ.get("ULIC_KODAK_DIR")
     if kodak and (Path(kodak) / "kodim23.png").is_file():
@@ -193,6 +193,12 @@ def cmd_decompress_dir(a: argparse.Namespace) -> int:
 
 def _quiet_log(quiet: bool):
     return (lambda _msg: None) if quiet else (lambda msg: print(msg, flush=True))
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from ulic.tools.bench_stages import run
+
+    return run(a, a.threads)
 
 
 def _add_optimize(parser: argparse.ArgumentParser) -> None:
@@ -310,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
     add_serve_parser(sub)
+    b = sub.add_parser("bench", help="per-stage encode/decode times and peak memory by image size (JSON + plot)")
+    from ulic.tools.bench_stages import add_arguments
+
+    add_arguments(b)
+    b.set_defaults(func=cmd_bench)
     return p
 
 

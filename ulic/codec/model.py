@@ -30,6 +30,7 @@ from ulic.codec.hyperprior import (
     tabulate_coding_state,
 )
 from ulic.codec.layers import ResBlock, Up2, conv3
+from ulic.timing import StageTimer
 
 __all__ = [
     "Q_STEPS",
@@ -116,11 +117,19 @@ class LatentCodec(GainedHyperprior):
         return self.compress_latents(*self.analyse(x), q_byte)
 
     @torch.no_grad()
-    def decompress(self, data: bytes, latent_hw: tuple[int, int], q_byte: int) -> torch.Tensor:
-        """bytes -> z_c (1, 32, h, w) for a padded latent of size latent_hw."""
+    def decompress(
+        self, data: bytes, latent_hw: tuple[int, int], q_byte: int, timer: StageTimer | None = None
+    ) -> torch.Tensor:
+        """bytes -> z_c (1, 32, h, w) for a padded latent of size latent_hw (timer: marks
+        "entropy_decode" and "synthesis")."""
         h, w = latent_hw
-        z_hw = (h // LATENT_PER_Z, w // LATENT_PER_Z)
-        return self.g_s(self.decompress_latents(data, z_hw, q_byte))
+        y_hat = self.decompress_latents(data, (h // LATENT_PER_Z, w // LATENT_PER_Z), q_byte)
+        if timer is not None:
+            timer.mark("entropy_decode")
+        z_c = self.g_s(y_hat)
+        if timer is not None:
+            timer.mark("synthesis")
+        return z_c
 
 
 def build_coding_state(codec: LatentCodec, calib_latents: list[torch.Tensor]) -> CodingState:

@@ -9,6 +9,7 @@ import torch
 from ulic.codec.hyperprior import Q_STEPS
 from ulic.diffusion.networks import DiffusionDecoder
 from ulic.diffusion.schedule import DDIM, alphas_cumprod, ddim_timesteps, start_latent
+from ulic.timing import StageTimer
 
 _A = alphas_cumprod()
 
@@ -26,15 +27,19 @@ def sample(
     steps: int,
     eps: torch.Tensor,
     realism: float | torch.Tensor | None = None,
+    timer: StageTimer | None = None,
 ) -> torch.Tensor:
     """The decoding path in latent space, differentiable (stage 3 trains through it): z_c
     (B, 32, h, w) -> refined latent (B, 32, h, w), one quality byte for the batch; steps = 0
     gives the DRM's coarse latent; eps (B, 32, h, w) is the start noise; realism: one R for
-    the batch or (B,), read only by a decoder trained with it."""
+    the batch or (B,), read only by a decoder trained with it; timer: marks "drm" and
+    "diffusion_step_<i>"."""
     b = z_c.shape[0]
     q = torch.full((b,), q_byte / Q_STEPS)
     r = realism if realism is None or isinstance(realism, torch.Tensor) else torch.full((b,), float(realism))
     coarse, spatial, semantic = dec.drm(z_c, q, r)
+    if timer is not None:
+        timer.mark("drm")
     if steps <= 0:
         return coarse
     t0 = int(dec.t_start[q_byte])
@@ -45,15 +50,23 @@ def sample(
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
         x0_hat = dec.denoiser(x, torch.full((b,), t), coarse, spatial, semantic, r)
         x = ddim.step(x, x0_hat, t, t_prev)
+        if timer is not None:
+            timer.mark(f"diffusion_step_{i + 1}")
     return x
 
 
 @torch.no_grad()
 def refine(
-    dec: DiffusionDecoder, z_c: torch.Tensor, q_byte: int, steps: int, seed: int, realism: float | None = None
+    dec: DiffusionDecoder,
+    z_c: torch.Tensor,
+    q_byte: int,
+    steps: int,
+    seed: int,
+    realism: float | None = None,
+    timer: StageTimer | None = None,
 ) -> torch.Tensor:
     """z_c (1, 32, h, w) -> refined latent (1, 32, h, w), noise seeded by `seed`; steps = 0
     gives the DRM's coarse latent."""
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(z_c.shape, generator=g, dtype=z_c.dtype) if steps > 0 else z_c
-    return sample(dec, z_c, q_byte, steps, eps, realism)
+    return sample(dec, z_c, q_byte, steps, eps, realism, timer)
