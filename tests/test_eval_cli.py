@@ -38,26 +38,18 @@ def data_dir(tmp_path):
     return d
 
 
+def jpeg_eval(data_dir, out, cache, *extra: str) -> list[str]:
+    """`ulic eval` arguments: JPEG at two settings on the two test images."""
+    return [
+        *f"eval --data {data_dir} --codec jpeg --settings jpeg:d2:q20 jpeg:d1:q50".split(),
+        *f"--out {out} --cache {cache}".split(),
+        *extra,
+    ]
+
+
 def test_eval_runs_caches_and_writes_outputs(data_dir, tmp_path, capsys):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    argv = [
-        "eval",
-        "--data",
-        str(data_dir),
-        "--codec",
-        "jpeg",
-        "--settings",
-        "jpeg:d2:q20",
-        "jpeg:d1:q50",
-        "--metrics",
-        "psnr,ms_ssim",
-        "--out",
-        str(out),
-        "--cache",
-        str(cache),
-        "--workers",
-        "1",
-    ]
+    argv = jpeg_eval(data_dir, out, cache, "--metrics", "psnr,ms_ssim", "--workers", "1")
     a = _parser().parse_args(argv)
     assert a.func(a) == 0
     first = (out / "jpeg.csv").read_text()
@@ -155,28 +147,7 @@ def test_fid_only_for_chosen_settings_with_workers(data_dir, tmp_path):
     except WeightsError as e:
         pytest.skip(f"Inception weights unavailable: {e}")
     out, cache = tmp_path / "out", tmp_path / "cache"
-    argv = [
-        "eval",
-        "--data",
-        str(data_dir),
-        "--codec",
-        "jpeg",
-        "--settings",
-        "jpeg:d2:q20",
-        "jpeg:d1:q50",
-        "--metrics",
-        "psnr",
-        "--fid",
-        "64",
-        "--fid-settings",
-        "jpeg:d1:q50",
-        "--out",
-        str(out),
-        "--cache",
-        str(cache),
-        "--workers",
-        "2",
-    ]
+    argv = jpeg_eval(data_dir, out, cache, *"--metrics psnr --fid 64 --fid-settings jpeg:d1:q50 --workers 2".split())
     a = _parser().parse_args(argv)
     assert a.func(a) == 0
     res = json.loads((out / "jpeg.json").read_text())["results"]

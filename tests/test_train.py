@@ -18,26 +18,16 @@ def fake_latents(path):
     save_file(d, str(path))
 
 
+def tiny_run(lat, run, *extra: str) -> list[str]:
+    """train_codec arguments for one step of the tiny codec on the fake latents."""
+    return [*f"--latents {lat} --run {run} --batch 2 --steps 1 --n-val 2".split(), "--config", TINY_JSON, *extra]
+
+
 def test_train_resume_export(tmp_path):
     lat = tmp_path / "lat.safetensors"
     fake_latents(lat)
     run = tmp_path / "run"
-    common = [
-        "--latents",
-        str(lat),
-        "--run",
-        str(run),
-        "--batch",
-        "2",
-        "--val-every",
-        "2",
-        "--ckpt-every",
-        "2",
-        "--n-val",
-        "2",
-        "--config",
-        TINY_JSON,
-    ]
+    common = tiny_run(lat, run, "--val-every", "2", "--ckpt-every", "2")
     assert train_codec.main(common + ["--steps", "2"]) == 0
     assert train_codec.main(common + ["--steps", "4"]) == 0  # resumes at step 2
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -58,25 +48,7 @@ def test_refit_prior_lowers_z_bits_and_init_from_model_folder(tmp_path):
     lat = tmp_path / "lat.safetensors"
     fake_latents(lat)
     run = tmp_path / "run"
-    assert (
-        train_codec.main(
-            [
-                "--latents",
-                str(lat),
-                "--run",
-                str(run),
-                "--batch",
-                "2",
-                "--steps",
-                "1",
-                "--n-val",
-                "2",
-                "--config",
-                TINY_JSON,
-            ]
-        )
-        == 0
-    )
+    assert train_codec.main(tiny_run(lat, run)) == 0
     folder = tmp_path / "model"
     export.export(run / "checkpoint.safetensors", lat, folder, "tiny", n_calib=2)
     x = torch.randn(2, 32, 32, 32, generator=torch.Generator().manual_seed(1)) * 0.85
@@ -136,26 +108,4 @@ def test_refit_prior_lowers_z_bits_and_init_from_model_folder(tmp_path):
     )
     for init in (folder, out):  # training starts from a shipped folder or a checkpoint
         run2 = tmp_path / f"run_{init.name}"
-        assert (
-            train_codec.main(
-                [
-                    "--latents",
-                    str(lat),
-                    "--run",
-                    str(run2),
-                    "--batch",
-                    "2",
-                    "--steps",
-                    "1",
-                    "--n-val",
-                    "2",
-                    "--config",
-                    TINY_JSON,
-                    "--init",
-                    str(init),
-                    "--fast-lr-scale",
-                    "10",
-                ]
-            )
-            == 0
-        )
+        assert train_codec.main(tiny_run(lat, run2, "--init", str(init), "--fast-lr-scale", "10")) == 0
