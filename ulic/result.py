@@ -172,6 +172,7 @@ def measure(
 
 def roundtrip(
     image,
+    *,
     quality: float | None = None,
     bpp: float | None = None,
     max_bytes: int | None = None,
