@@ -1,4 +1,4 @@
-"""Process-wide settings that make the CPU path fast.
+"""Process-wide settings that make the CPU path fast, and what this CPU can do (`native_bf16`).
 
 PyTorch's CPU convolutions allocate a fresh output tensor per layer; at full resolution these
 are tens to hundreds of MB (64 channels x 768 x 512 x 4 bytes = 100 MB). glibc's malloc serves
@@ -16,6 +16,8 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from functools import lru_cache
+from pathlib import Path
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters (glibc malloc.h)
 M_MMAP_THRESHOLD = -3
@@ -40,3 +42,14 @@ def tune_allocator() -> bool:
             ok = False
     _state["tuned"] = ok
     return ok
+
+
+@lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where the decoder's
+    backward pass in bfloat16 autocast is about 2.7x faster than in float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

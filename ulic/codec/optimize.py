@@ -18,29 +18,17 @@ changes: the decoder and the files' format do not.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-from pathlib import Path
 
 import torch
 
 from ulic.codec.model import Q_STEPS, LatentCodec, lmbda_of
+from ulic.runtime import native_bf16
 from ulic.vae.taef2 import SCALE as S  # image pixels per latent position
 from ulic.vae.taef2 import decode_pixels
 from ulic.vae.tiling import DECODER_HALO, DECODER_SPLIT, TILE, tiles
 
 LEARNING_RATE = 0.01  # Adam step on y and z (pre-gain units), decayed to 0 by a cosine
 FIDELITY_STEPS = 20  # the step count LEARNING_RATE was chosen for (`ulic compress --optimize 20`)
-
-
-@lru_cache(maxsize=1)
-def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where the decoder's
-    backward pass in bfloat16 autocast is about 2.7x faster than in float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def pixel_sse_grad(

@@ -42,26 +42,17 @@ def _ms_ssim(a: torch.Tensor, b: torch.Tensor) -> float | None:
     return float(ms_ssim(a, b))
 
 
-_PEAK_KB = (
-    "def peak_kb():\n"
-    "    try:\n"  # VmHWM: this process's own peak (Linux)
-    "        return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n"
-    "    except (OSError, IndexError):\n"  # ru_maxrss counts a forking parent's peak too
-    "        import resource; return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-)
-
-
 def peak_rss_mb(args: list[str]) -> tuple[float, float]:
     """Run `python -m ulic.cli ARGS` in a child; return (its own peak RSS in MB, seconds).
     The child reads its VmHWM: on Linux ru_maxrss survives fork + exec, so a child of a large
     benchmark process would report the parent's peak."""
     code = (
-        _PEAK_KB + "import sys; from ulic.cli import main; rc = main(sys.argv[1:]); "
-        "print(peak_kb(), file=sys.stderr); sys.exit(rc)"
+        "import sys; from ulic.cli import main; from ulic.tools.common import own_peak_rss_mb; "
+        "rc = main(sys.argv[1:]); print(own_peak_rss_mb(), file=sys.stderr); sys.exit(rc)"
     )
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True)
-    return int(r.stderr.strip().splitlines()[-1]) / 1024, time.perf_counter() - t
+    return float(r.stderr.strip().splitlines()[-1]), time.perf_counter() - t
 
 
 def thread_check(data: bytes) -> dict:

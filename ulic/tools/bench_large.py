@@ -19,11 +19,7 @@ import torch
 from PIL import Image
 
 from ulic.tools.bench_codec import peak_rss_mb
-
-
-def _size(s: str) -> tuple[int, int]:
-    w, h = s.lower().split("x")
-    return int(w), int(h)
+from ulic.tools.common import parse_size
 
 
 def tiled_vs_one_pass(image: Path, size: tuple[int, int]) -> dict:
@@ -90,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for s in args.sizes:
-            w, h = _size(s)
+            w, h = parse_size(s)
             p = Path(tmp) / f"{s}.png"
             src.resize((w, h), Image.Resampling.LANCZOS).save(p)
             enc_mb, enc_s = peak_rss_mb(
@@ -124,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "optimize_steps": args.optimize,
         "sizes": rows,
-        "tiled_vs_one_pass": tiled_vs_one_pass(args.image, _size(args.compare_size)),
+        "tiled_vs_one_pass": tiled_vs_one_pass(args.image, parse_size(args.compare_size)),
     }
     print(json.dumps(doc["tiled_vs_one_pass"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -27,13 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ulic.errors import UlicError
+from ulic.tools.common import own_peak_rss_mb, parse_size
 
 DEFAULT_SIZES = ("256x256", "768x512", "2048x2048", "4096x4096")
-
-
-def _size(text: str) -> tuple[int, int]:
-    w, h = text.lower().split("x")
-    return int(w), int(h)
 
 
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -108,18 +104,8 @@ def measure(size: tuple[int, int], runs: int, bpp: float, source: Path) -> dict[
     }
     out["encode_over_vae"] = out["encode"]["total"] / out["vae_encode_alone"]
     out["decode_over_vae"] = out["decode"]["total"] / out["vae_decode_alone"]
-    out["peak_rss_mb"] = _peak_rss_mb()
+    out["peak_rss_mb"] = own_peak_rss_mb()
     return out
-
-
-def _peak_rss_mb() -> float:
-    try:
-        line = next(v for v in open("/proc/self/status") if v.startswith("VmHWM"))
-        return int(line.split()[1]) / 1024
-    except (OSError, StopIteration):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(size: str, runs: int, bpp: float, source: Path, threads: int | None) -> dict[str, Any]:
@@ -194,7 +180,7 @@ def run(args: argparse.Namespace, threads: int | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in args.sizes:
-        _size(size)
+        parse_size(size)
         rows.append(_child(size, args.runs, args.bpp, source, threads))
         print(
             json.dumps({k: rows[-1][k] for k in ("size", "bpp", "encode_over_vae", "decode_over_vae", "peak_rss_mb")}),
@@ -222,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        print(json.dumps(measure(_size(args.child), args.runs, args.bpp, args.image)))
+        print(json.dumps(measure(parse_size(args.child), args.runs, args.bpp, args.image)))
         return 0
     return run(args, args.threads)
 

@@ -156,7 +156,8 @@ def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
         meta["init"] = str(args.init)
     train, val = split(load_file(str(args.latents)), n_val=args.n_val)
     images = distributed.shard(sorted({k.rsplit("@", 1)[0] for k in train}), rank)  # all scales of an image together
-    train = {k: v for k, v in train.items() if k.rsplit("@", 1)[0] in set(images)}
+    mine = set(images)
+    train = {k: v for k, v in train.items() if k.rsplit("@", 1)[0] in mine}
     decoder, weights = None, None
     if args.distortion == "pixel" or args.weighted:
         from ulic.vae.weights import load_vae

@@ -35,12 +35,11 @@ import torch
 from safetensors.torch import load_file
 
 from ulic.codec.hyperprior import Q_STEPS
-from ulic.codec.optimize import native_bf16
 from ulic.diffusion.decode import sample
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.evaluation.lpips import LPIPS
 from ulic.model_store import load_decoder, load_model
-from ulic.runtime import tune_allocator
+from ulic.runtime import native_bf16, tune_allocator
 from ulic.train.common import add_run_arguments, load_checkpoint, log_line, lr_at, save_checkpoint, update_averages
 from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
 from ulic.vae.taef2 import decode_pixels
