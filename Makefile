@@ -18,7 +18,7 @@ ULIC_KODAK_DIR ?= $(abspath $(SHARED)/data/kodak)
 export ULIC_KODAK_DIR
 endif
 
-.PHONY: setup demo test lint test-kernels bench clean browser wheel-check serve outside-photos
+.PHONY: setup demo test lint test-kernels bench clean browser wheel-check serve outside-photos gpu-bundle results
 
 setup: $(VENV)/.installed
 
@@ -76,6 +76,20 @@ $(OUTSIDE)/.done:
 # The local web app on http://127.0.0.1:8765/ (docs/usage.md).
 serve: setup
 	$(BIN)/ulic serve
+
+# What a lent GPU machine lacks for scripts/gpu_check.sh (git-ignored .gpu/, carried by the
+# device tool): the constriction wheel for its Python 3.12 and the TAEF2 weights.
+gpu-bundle:
+	rm -rf .gpu && mkdir -p .gpu/whl .gpu/taef2
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	    -d .gpu/whl constriction==0.5.0
+	cp $(ULIC_WEIGHTS_DIR)/taef2_encoder.pth $(ULIC_WEIGHTS_DIR)/taef2_decoder.pth .gpu/taef2/
+
+# Every table of the README and results/ from scratch, about 4.5 hours on 2 cores
+# (scripts/results.sh says what each part makes and how long it takes).
+results: setup
+	sh scripts/results.sh all
 
 bench: setup
 	$(BIN)/python -m ulic.tools.bench_codec --data $(ULIC_KODAK_DIR) --out results/kodak/stage1_bench.json

@@ -64,3 +64,23 @@ def test_two_process_ddp_keeps_ranks_identical(tmp_path):
     assert log[-1]["step"] == 3 and "val_q1_bpp" in log[-1]  # rank 0 logged and validated
     assert not (run / "log.rank1.jsonl").read_text().strip()  # rank 1 wrote nothing
     assert (run / "checkpoint.safetensors").exists()
+
+
+def test_two_process_stage2_training_keeps_ranks_identical(tmp_path, tiny_model_dir):
+    """train_decoder under torchrun: image shards disjoint, the decoders equal after the steps."""
+    from test_diffusion import TINY
+
+    lat = tmp_path / "lat.safetensors"
+    fake_latents(lat)
+    run = tmp_path / "run"
+    args = ["--latents", lat, "--model", tiny_model_dir, "--run-dir", run, "--batch", "2", "--steps", "2"]
+    args += ["--ckpt-every", "2", "--no-weights", "--config", json.dumps(TINY.as_dict())]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "ulic.train.train_decoder", *map(str, args)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((run / "ranks.json").read_text())
+    a, b = doc["shards"]
+    assert not set(a) & set(b) and len(a) + len(b) == 4
+    assert doc["weights_sha256"][0] == doc["weights_sha256"][1]
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] == 2

@@ -107,42 +107,56 @@ def test_discriminator_scores_patches_and_hinge_losses():
     assert g_hinge(torch.ones(3, 1, 2, 2)).tolist() == [-1.0, -1.0, -1.0]
 
 
-@needs_vae
-def test_stage3_training_steps_checkpoint_and_resume(tmp_path):
-    """Two steps on a tiny crop cache from the shipped model, then a resume to step 3."""
+def tiny_crops(path) -> None:
+    """A crop cache of 4 random 128-px crops (2 of them also as validation) with their latents."""
     from safetensors.torch import save_file
 
-    from ulic.train.train_realism import main
     from ulic.vae.weights import load_vae
 
     g = torch.Generator().manual_seed(0)
     pixels = (torch.rand(4, 3, 128, 128, generator=g) * 255).to(torch.uint8)  # latents: multiples of 16
     with torch.no_grad():
         latents = load_vae().encoder(pixels.float() / 255).half()
-    crops = tmp_path / "crops.safetensors"
     save_file(
         {"pixels": pixels, "latents": latents, "val_pixels": pixels[:2].clone(), "val_latents": latents[:2].clone()},
-        str(crops),
+        str(path),
     )
-    args = [
-        "--crops",
-        str(crops),
-        "--run",
-        str(tmp_path / "run"),
-        "--batch",
-        "2",
-        "--k",
-        "2",
-        "--gan-start",
-        "0",
-        "--gan-ramp",
-        "1",
-        "--ckpt-every",
-        "1",
-        "--val-every",
-        "100",
-    ]
+
+
+TINY_RUN = ["--batch", "2", "--k", "2", "--gan-start", "0", "--gan-ramp", "1", "--ckpt-every", "1", "--bf16", "off"]
+
+
+@needs_vae
+def test_stage3_training_steps_checkpoint_and_resume(tmp_path):
+    """Two steps on a tiny crop cache from the shipped model, then a resume to step 3."""
+    from ulic.train.train_realism import main
+
+    crops = tmp_path / "crops.safetensors"
+    tiny_crops(crops)
+    args = ["--crops", str(crops), "--run", str(tmp_path / "run"), "--val-every", "100", *TINY_RUN]
     assert main(args + ["--steps", "2"]) == 0
     assert main(args + ["--steps", "3"]) == 0
     lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["step"] == 3 and "val_psnr_q40_r1" in json.loads(lines[0])
+
+
+@needs_vae
+def test_stage3_training_under_torchrun_keeps_ranks_identical(tmp_path):
+    """2 CPU processes (gloo): the crops are split between the ranks exactly once, and after the
+    steps both ranks hold the same generator weights (DDP averaged their gradients)."""
+    import os
+    import subprocess
+    import sys
+
+    crops = tmp_path / "crops.safetensors"
+    tiny_crops(crops)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "ulic.train.train_realism", "--crops", str(crops), "--run-dir", str(run), "--steps", "2"]
+    cmd += ["--val-every", "100", "--device", "cpu", *TINY_RUN]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((run / "ranks.json").read_text())
+    assert doc["world"] == 2 and sorted(doc["shards"][0] + doc["shards"][1]) == [0, 1, 2, 3]
+    assert doc["weights_sha256"][0] == doc["weights_sha256"][1]
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] == 2

@@ -28,7 +28,7 @@ from ulic.imageio import load_image, max_pixels, to_pil
 from ulic.limits import check_container_length, check_size, padded, read_container
 from ulic.model_store import LoadedModel, load_model
 from ulic.pixels import psnr  # noqa: F401 (part of the API)
-from ulic.runtime import tune_allocator
+from ulic.runtime import default_device, on_device, resolve_device, tune_allocator
 from ulic.timing import StageTimer
 from ulic.vae.taef2 import SCALE
 from ulic.vae.tiling import decode_tiled
@@ -85,15 +85,17 @@ def check_encode_options(
         raise UlicError(f"optimize must be a whole number of steps in 0..1000, got {optimize!r}")
 
 
-def encode_latent(x: torch.Tensor, model: LoadedModel) -> torch.Tensor:
-    """(1, 3, H, W) -> padded latent (1, 32, Hp/8, Wp/8); edge-replicated padding."""
+def encode_latent(x: torch.Tensor, model: LoadedModel, device: torch.device | None = None) -> torch.Tensor:
+    """(1, 3, H, W) -> padded latent (1, 32, Hp/8, Wp/8) on the CPU, the VAE run on `device`
+    (default CPU); edge-replicated padding."""
     h, w = x.shape[2:]
     check_size(h, w, InputImageError, "image", model.codec.cfg.downsample)  # before padding
     hp, wp = padded(h, w, model.codec.cfg.downsample)
     xp = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else x
     vae = load_vae()  # built outside inference mode: the encoder-time optimiser needs its grads
+    dev = device or torch.device("cpu")
     with torch.inference_mode():
-        return vae.encode(xp)
+        return on_device(vae, dev).encode(xp.to(dev)).cpu()
 
 
 class LatentCoder:
@@ -101,14 +103,17 @@ class LatentCoder:
     memoising results (for the rate search and benchmarks): coder(q) -> (file bytes, the
     model's ideal bits of the entropy-coded section)."""
 
-    def __init__(self, y: torch.Tensor, z: torch.Tensor, h: int, w: int, model: LoadedModel):
+    def __init__(
+        self, y: torch.Tensor, z: torch.Tensor, h: int, w: int, model: LoadedModel, extras: tuple[bytes, ...] = ()
+    ):
         self.y, self.z, self.h, self.w, self.model = y, z, h, w, model
+        self.extras = list(extras)  # further sections (a caption), counted in every size
         self.cache: dict[int, tuple[bytes, float]] = {}
 
     def __call__(self, q: int) -> tuple[bytes, float]:
         if q not in self.cache:
             payload, bits = self.model.codec.compress_latents(self.y, self.z, q)
-            c = bitstream.Container(self.h, self.w, q, self.model.model_id, [payload])
+            c = bitstream.Container(self.h, self.w, q, self.model.model_id, [payload, *self.extras])
             self.cache[q] = (c.to_bytes(self.model.fingerprint), bits)
         return self.cache[q]
 
@@ -160,6 +165,21 @@ def _pick_q(coder: LatentCoder, quality: float | None, bpp: float | None, max_by
     return quality_to_byte(50.0 if quality is None else quality)
 
 
+def _optimized(
+    coder: LatentCoder, q: int, x: torch.Tensor, steps: int, target: tuple[float | None, float | None, int | None]
+) -> tuple[LatentCoder, int]:
+    """(coder, q) after `steps` of encode-time optimisation at q byte q; with a rate target
+    (quality, bpp, max_bytes) the rate is searched again on the tuned latents."""
+    y, z = optimize_latents(coder.model.codec, load_vae().decoder, x, coder.y, coder.z, q, steps)
+    if y is coder.y:  # nothing tuned
+        return coder, q
+    tuned = LatentCoder(y, z, coder.h, coder.w, coder.model, tuple(coder.extras))
+    try:
+        return tuned, _pick_q(tuned, *target)
+    except UlicError:  # the target is reachable only without tuning: keep the start
+        return coder, q
+
+
 def encode(
     image,
     quality: float | None = None,
@@ -167,13 +187,20 @@ def encode(
     max_bytes: int | None = None,
     model: LoadedModel | None = None,
     optimize: int = 0,
+    device: str | None = None,
+    caption: str | None = None,
 ) -> EncodeResult:
     """Compress an image (path, bytes, PIL image or uint8 array). Give at most one of
     quality (0..100), bpp (target bits per pixel, +-3%) or max_bytes (largest file that fits).
     optimize: encode-time optimisation steps for this image (0: off, the default; 20: the
     fidelity mode, see `ulic.codec.optimize`); with bpp or max_bytes the rate search runs
-    again on the tuned latents."""
+    again on the tuned latents. device: where the VAE encoder runs ("cpu", "cuda" or "auto";
+    default `ulic.runtime.default_device()`, the CPU unless set); the latent codec and the
+    entropy coder always run on the CPU. caption: text stored in the file as UTF-8 (at most
+    1024 bytes; its bytes count in the rate), read back by `decode` and `ulic info`."""
     check_encode_options(quality, bpp, max_bytes, optimize)
+    extras = (bitstream.caption_section(caption),) if caption is not None else ()
+    dev = resolve_device(device) if device else default_device()
     tune_allocator()
     model = model or load_model()
     notices: list[str] = []
@@ -181,20 +208,14 @@ def encode(
     x = load_image(image, notices)
     h, w = x.shape[2:]
     timer.mark("read")
-    latent = encode_latent(x, model)
+    latent = encode_latent(x, model, dev)
     timer.mark("vae_encode")
-    coder = LatentCoder(*model.codec.analyse(latent), h, w, model)
+    coder = LatentCoder(*model.codec.analyse(latent), h, w, model, extras)
     timer.mark("analysis")
     q = _pick_q(coder, quality, bpp, max_bytes)
     timer.mark("rate_search")
     if optimize:
-        y, z = optimize_latents(model.codec, load_vae().decoder, x, coder.y, coder.z, q, optimize)
-        if y is not coder.y:  # tuned: the rate at q changed, so search the rate again
-            tuned = LatentCoder(y, z, h, w, model)
-            try:
-                coder, q = tuned, _pick_q(tuned, quality, bpp, max_bytes)
-            except UlicError:  # the target is reachable only without tuning: keep the start
-                pass
+        coder, q = _optimized(coder, q, x, optimize, (quality, bpp, max_bytes))
     timer.mark("optimize")
     data, bits = coder(q)
     if bpp is not None:
@@ -219,10 +240,16 @@ def encode(
 
 
 def compress(
-    image, quality: float | None = None, bpp: float | None = None, max_bytes: int | None = None, optimize: int = 0
+    image,
+    quality: float | None = None,
+    bpp: float | None = None,
+    max_bytes: int | None = None,
+    optimize: int = 0,
+    device: str | None = None,
+    caption: str | None = None,
 ) -> bytes:
     """Compress an image to .ulic bytes."""
-    return encode(image, quality, bpp, max_bytes, optimize=optimize).data
+    return encode(image, quality, bpp, max_bytes, optimize=optimize, device=device, caption=caption).data
 
 
 @dataclass
@@ -233,6 +260,7 @@ class DecodeResult:
     seconds: dict[str, float] = field(default_factory=dict)
     decoder: str = "fast"
     steps: int = 0
+    caption: str | None = None  # the file's caption section, if it has one
 
 
 def check_decode_options(decoder: str | None = None, steps: int | None = None, realism: float | None = None) -> None:
@@ -251,15 +279,16 @@ def _run_decoder(
     model: LoadedModel,
     decoder: str | None,
     steps: int | None,
-    data: bytes,
+    seeds: list[int],
     realism: float | None = None,
     timer: StageTimer | None = None,
 ) -> tuple[torch.Tensor, str, int, Any]:
-    """Apply the stage-2/3 decoder to z_c: `mse` keeps the stage-1 latent z_c itself (highest
-    PSNR, blurriest), `fast` is the DRM's coarse latent, `diffusion` runs the CDM sampler. A
-    model without a stage-2 decoder decodes z_c itself (`mse`, also answered for `fast`).
-    Returns (latent, decoder, steps, pixel decoder or None for the frozen TAEF2 decoder)."""
-    from ulic.diffusion.decode import refine, seed_from_bytes
+    """Apply the stage-2/3 decoder to z_c (B, 32, h, w), on z_c's device: `mse` keeps the
+    stage-1 latent z_c itself (highest PSNR, blurriest), `fast` is the DRM's coarse latent,
+    `diffusion` runs the CDM sampler with one noise seed per image. A model without a stage-2
+    decoder decodes z_c itself (`mse`, also answered for `fast`). Returns (latent, decoder,
+    steps, pixel decoder or None for the frozen TAEF2 decoder)."""
+    from ulic.diffusion.decode import refine
     from ulic.model_store import load_decoder
 
     if decoder == "mse":
@@ -270,14 +299,44 @@ def _run_decoder(
             raise UlicError("this model has no diffusion decoder (decoder.json is missing)")
         return z_c, "fast", 0, None
     dec, cfg = loaded
+    dec = on_device(dec, z_c.device)
     decoder = decoder or cfg.get("default_decoder", "fast")
     k = 0 if decoder == "fast" else (steps or int(cfg.get("default_steps", 4)))
     r = None
     if dec.cfg.realism:
         r = float(cfg.get("default_realism", 1.0)) if realism is None else float(realism)
-    latent = refine(dec, z_c, q_byte, k, seed_from_bytes(data), r, timer)
+    latent = refine(dec, z_c, q_byte, k, seeds, r, timer)
     pixel = dec.pixel.with_realism(r if r is not None else 0.0) if dec.pixel is not None else None
     return latent, decoder, k, pixel
+
+
+def _entropy_decode(data: bytes, model: LoadedModel, timer: StageTimer) -> tuple[bitstream.Container, torch.Tensor]:
+    """File bytes -> (header, z_c (1, 32, Hp/8, Wp/8) on the CPU): parse, entropy decoding and
+    synthesis, always on the CPU (the integer path that makes decoding exact)."""
+    check_container_length(data, model.codec)  # size limits and length, before the check and parse
+    c = bitstream.parse(data, model.fingerprint, max_pixels())
+    bitstream.read_extras(c.sections[1:])  # the extra sections are valid before any decoding work
+    timer.mark("parse")
+    hp, wp = padded(c.height, c.width, model.codec.cfg.downsample)
+    return c, model.codec.decompress(c.sections[0], (hp // SCALE, wp // SCALE), c.quality, timer)
+
+
+def _pixels(latent: torch.Tensor, pixel: Any) -> torch.Tensor:
+    """Latents (B, 32, h, w) -> images (B, 3, 8h, 8w) in [0, 1] on the CPU, through the pixel
+    decoder (or the frozen TAEF2 decoder when None) on the latents' device; one image in tiles."""
+    with torch.inference_mode():
+        if pixel is None:
+            return on_device(load_vae(), latent.device).decode(latent).cpu()
+        img = decode_tiled(pixel, latent) if latent.shape[0] == 1 else pixel(latent)
+        return img.clamp(0, 1).cpu()
+
+
+def _decode_setup(data: object, decoder: str | None, steps: int | None, realism: float | None) -> bytes:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BitstreamError(f"decompress needs the file's bytes, got {type(data).__name__}")
+    check_decode_options(decoder, steps, realism)
+    tune_allocator()
+    return bytes(data)
 
 
 def decode(
@@ -286,34 +345,69 @@ def decode(
     decoder: str | None = None,
     steps: int | None = None,
     realism: float | None = None,
+    device: str | None = None,
 ) -> DecodeResult:
     """Decode .ulic bytes into an image tensor, with per-stage times. decoder: "fast" or
     "diffusion" (default: the model's choice) or "mse" (the stage-1 latent, no refinement);
     steps: diffusion steps (default 4); realism: 0 (fidelity) .. 1 (realism), for models
-    trained with it (default: the model's choice)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise BitstreamError(f"decompress needs the file's bytes, got {type(data).__name__}")
-    check_decode_options(decoder, steps, realism)
-    tune_allocator()
-    data = bytes(data)
+    trained with it (default: the model's choice); device: where the decoder networks run
+    ("cpu", "cuda" or "auto"; default: as `encode`; entropy decoding is always on the CPU, so every
+    device decodes the same symbols)."""
+    from ulic.diffusion.decode import seed_from_bytes
+
+    data = _decode_setup(data, decoder, steps, realism)
+    dev = resolve_device(device) if device else default_device()
     model = model or load_model()
     timer = StageTimer()
-    check_container_length(data, model.codec)  # size limits and length, before the check and parse
-    c = bitstream.parse(data, model.fingerprint, max_pixels())
-    if len(c.sections) != 1:
-        raise BitstreamError(f"this ulic version expects 1 section, the file has {len(c.sections)}")
-    timer.mark("parse")
-    hp, wp = padded(c.height, c.width, model.codec.cfg.downsample)
-    z_c = model.codec.decompress(c.sections[0], (hp // SCALE, wp // SCALE), c.quality, timer)
-    latent, used, k, pixel = _run_decoder(z_c, c.quality, model, decoder, steps, data, realism, timer)
+    c, z_c = _entropy_decode(data, model, timer)
+    latent, used, k, pixel = _run_decoder(
+        z_c.to(dev), c.quality, model, decoder, steps, [seed_from_bytes(data)], realism, timer
+    )
     latent = latent[:, :, : -(-c.height // SCALE), : -(-c.width // SCALE)]
-    with torch.inference_mode():
-        if pixel is None:
-            img = load_vae().decode(latent)[:, :, : c.height, : c.width]
-        else:
-            img = decode_tiled(pixel, latent).clamp(0, 1)[:, :, : c.height, : c.width]
+    img = _pixels(latent, pixel)[:, :, : c.height, : c.width]
     timer.mark("vae_decode")
-    return DecodeResult(img, latent, c, _decode_seconds(timer), used, k)
+    caption = bitstream.read_extras(c.sections[1:]).get("caption")
+    return DecodeResult(img, latent.cpu(), c, _decode_seconds(timer), used, k, caption)
+
+
+def decode_batch(
+    files: list[bytes],
+    model: LoadedModel | None = None,
+    decoder: str | None = None,
+    steps: int | None = None,
+    realism: float | None = None,
+    device: str | None = None,
+    batch: int = 8,
+) -> list[DecodeResult]:
+    """Decode several files, in order; files with the same padded size and quality byte go
+    through the decoder networks together, up to `batch` at a time (throughput on a GPU). Each
+    image equals `decode` of its file up to float rounding (same symbols, same noise seed).
+    A file's `seconds` holds its share of its batch's time."""
+    from ulic.diffusion.decode import seed_from_bytes
+
+    datas = [_decode_setup(d, decoder, steps, realism) for d in files]
+    dev = resolve_device(device) if device else default_device()
+    model = model or load_model()
+    parsed = [_entropy_decode(d, model, StageTimer()) for d in datas]
+    groups: dict[tuple, list[int]] = {}  # same image size (so same padded size) and q byte
+    for i, (c, _) in enumerate(parsed):
+        groups.setdefault((c.height, c.width, c.quality), []).append(i)
+    out: list[DecodeResult | None] = [None] * len(datas)
+    for (h, w, q_byte), members in groups.items():
+        for j in range(0, len(members), max(1, batch)):
+            idx = members[j : j + max(1, batch)]
+            timer = StageTimer()
+            z_c = torch.cat([parsed[i][1] for i in idx]).to(dev)
+            seeds = [seed_from_bytes(datas[i]) for i in idx]
+            latent, used, k, pixel = _run_decoder(z_c, q_byte, model, decoder, steps, seeds, realism, timer)
+            latent = latent[:, :, : -(-h // SCALE), : -(-w // SCALE)]  # as `decode`: the VAE's GroupNorm sees this
+            imgs = _pixels(latent, pixel)[:, :, :h, :w]
+            share = {"total": timer.total() / len(idx)}
+            for n, i in enumerate(idx):
+                c = parsed[i][0]
+                caption = bitstream.read_extras(c.sections[1:]).get("caption")
+                out[i] = DecodeResult(imgs[n : n + 1], latent[n : n + 1].cpu(), c, dict(share), used, k, caption)
+    return [r for r in out if r is not None]
 
 
 def _decode_seconds(timer: StageTimer) -> dict[str, float]:
@@ -329,10 +423,14 @@ def _decode_seconds(timer: StageTimer) -> dict[str, float]:
 
 
 def decompress(
-    data: bytes, decoder: str | None = None, steps: int | None = None, realism: float | None = None
+    data: bytes,
+    decoder: str | None = None,
+    steps: int | None = None,
+    realism: float | None = None,
+    device: str | None = None,
 ) -> Image.Image:
     """Decode .ulic bytes into an 8-bit RGB PIL image."""
-    return to_pil(decode(data, decoder=decoder, steps=steps, realism=realism).image)
+    return to_pil(decode(data, decoder=decoder, steps=steps, realism=realism, device=device).image)
 
 
 def read_file(path: str | Path, model: LoadedModel | None = None) -> bytes:

@@ -12,6 +12,8 @@
                         4 bytes followed by every byte above: binds the file to its model
 
 Fixed overhead of a one-section image with sides below 16,384 px: 1 + 2 + 2 + 1 + 2 = 8 bytes.
+The first section is always the entropy-coded latent; each further section starts with a kind
+byte (SECTION_CAPTION: the user's caption, UTF-8), at most one section of each kind.
 Version 1 ("UL", version, model id byte, sizes, quality, section count, sections, CRC: 12
 bytes) is still read.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 import binascii
 from dataclasses import dataclass, field
 
-from ulic.errors import BitstreamError, ModelMismatchError
+from ulic.errors import BitstreamError, ModelMismatchError, UlicError
 
 MAGIC = b"UL"  # version 1 files start with it
 FORMAT_VERSION = 2
@@ -30,6 +32,44 @@ LEAD_MAGIC = 0xE0  # high nibble of a version-2 lead byte
 LEAD_MULTI = 0x08  # lead-byte flag: more than one section
 MAX_SECTIONS = 16
 CHECK_BYTES = 2
+SECTION_CAPTION = 0x01  # kind byte of an extra section: user text, UTF-8, not read by any model
+MAX_CAPTION_BYTES = 1024
+EXTRA_KINDS = {SECTION_CAPTION: "caption"}
+MAX_EXTRA_BYTES = 16 + MAX_CAPTION_BYTES + 1  # section count and lengths, and every extra section
+
+
+def caption_section(text: str) -> bytes:
+    """The caption section (kind byte + UTF-8); a UlicError if empty, too long or not text."""
+    try:
+        raw = text.encode("utf-8")
+    except (UnicodeEncodeError, AttributeError):
+        raise UlicError("the caption must be text that UTF-8 can encode") from None
+    if not raw:
+        raise UlicError("the caption is empty (leave it out instead)")
+    if len(raw) > MAX_CAPTION_BYTES:
+        raise UlicError(f"the caption is {len(raw)} bytes of UTF-8, at most {MAX_CAPTION_BYTES} fit")
+    return bytes([SECTION_CAPTION]) + raw
+
+
+def read_extras(sections: list[bytes]) -> dict[str, str]:
+    """The extra sections (all but the first) by kind name, e.g. {"caption": "..."}; a
+    BitstreamError for an unknown or repeated kind, an empty section or invalid text."""
+    out: dict[str, str] = {}
+    for s in sections:
+        if not s:
+            raise BitstreamError("malformed file (an empty extra section)")
+        kind = EXTRA_KINDS.get(s[0])
+        if kind is None:
+            raise BitstreamError(f"unknown section kind {s[0]} (written by a newer ulic?)")
+        if kind in out:
+            raise BitstreamError(f"malformed file (two {kind} sections)")
+        if len(s) - 1 > MAX_CAPTION_BYTES:
+            raise BitstreamError(f"malformed file (a {kind} of {len(s) - 1} bytes)")
+        try:
+            out[kind] = s[1:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise BitstreamError(f"malformed file (the {kind} is not UTF-8)") from None
+    return out
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:

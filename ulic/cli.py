@@ -54,12 +54,15 @@ def _default_output(src: str, suffix: str) -> Path:
 
 def cmd_compress(a: argparse.Namespace) -> int:
     from ulic.api import check_encode_options, encode
+    from ulic.bitstream import caption_section
     from ulic.imageio import check_output, save_atomic
 
     check_encode_options(a.quality, a.bpp, a.max_bytes, a.optimize)
+    if a.caption is not None:
+        caption_section(a.caption)  # a bad caption costs nothing either
     out = a.output or _default_output(a.input, ".ulic")
     check_output(out, source=a.input)  # before the work: a bad output costs nothing
-    r = encode(a.input, quality=a.quality, bpp=a.bpp, max_bytes=a.max_bytes, optimize=a.optimize)
+    r = encode(a.input, quality=a.quality, bpp=a.bpp, max_bytes=a.max_bytes, optimize=a.optimize, caption=a.caption)
     for n in r.notices:
         print(f"ulic: notice: {n}", file=sys.stderr)
     save_atomic(r.data, out, source=a.input)
@@ -95,6 +98,23 @@ def _problem(check) -> str:
         return str(e)
 
 
+def _extras(sections: list[bytes]) -> dict:
+    """`ulic info` fields of the extra sections: the caption and its bytes, or the problem."""
+    from ulic import bitstream
+
+    if not sections:
+        return {}
+    try:
+        extras = bitstream.read_extras(sections)
+    except UlicError as e:
+        return {"extra_sections": str(e)}
+    out: dict = {}
+    if "caption" in extras:
+        out["caption"] = extras["caption"]
+        out["caption_bytes"] = len(extras["caption"].encode("utf-8")) + 1  # with its kind byte
+    return out
+
+
 def cmd_info(a: argparse.Namespace) -> int:
     from ulic import bitstream
     from ulic.api import read_file
@@ -114,6 +134,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         "format_version": c.version,
         "model_id": c.model_id,
         "sections": [len(s) for s in c.sections],
+        **_extras(c.sections[1:]),
         "overhead_bytes": len(data) - sum(map(len, c.sections)),
         "check_with_loaded_model": _problem(lambda: bitstream.parse(data, model.fingerprint)),
         "length_with_loaded_model": _problem(lambda: check_container_length(data, model.codec)),
@@ -265,6 +286,12 @@ def _add_file_commands(sub) -> None:
     c.add_argument("-o", "--output")
     _add_rate(c)
     _add_optimize(c)
+    c.add_argument(
+        "--caption",
+        default=None,
+        metavar="TEXT",
+        help="store TEXT in the file (UTF-8, at most 1024 bytes, counted in the rate; `ulic info` shows it)",
+    )
     c.set_defaults(func=cmd_compress)
     d = sub.add_parser("decompress", help=".ulic -> image (PNG)")
     d.add_argument("input")
@@ -308,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="torch CPU threads",
     )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="where the networks run: cpu (default; or $ULIC_DEVICE), cuda, cuda:N or auto (a GPU if "
+        "there is one); entropy coding is always on the CPU, so files decode the same everywhere",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     _add_file_commands(sub)
     _add_folder_commands(sub)
@@ -331,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
 
         quiet_pillow_logs()  # errors are ulic's one line
         _threads(args.threads)
+        if args.device is not None:
+            from ulic.runtime import set_default_device
+
+            set_default_device(args.device)
         return args.func(args)
     except UlicError as e:
         print(f"ulic: error: {e}", file=sys.stderr)

@@ -99,7 +99,7 @@ def container_bounds(head: bytes, codec) -> tuple[int, int, int, int]:
         raise BitstreamError("malformed header (zero image size)")
     check_size(height, width, BitstreamError, "image size in header", codec.cfg.downsample)
     fewest, most = coded_bytes_bounds(codec, height, width)
-    return height, width, fewest, most + HEADER_BYTES
+    return height, width, fewest, most + HEADER_BYTES + bitstream.MAX_EXTRA_BYTES
 
 
 def _check_length(length: int, bounds: tuple[int, int, int, int], name: str | None, at_least: bool = True) -> None:

@@ -1,4 +1,5 @@
-"""Process-wide settings that make the CPU path fast, and what this CPU can do (`native_bf16`).
+"""Process-wide settings that make the CPU path fast, what this machine can do (`native_bf16`,
+`fast_bf16`), and which device to run on (`resolve_device`).
 
 PyTorch's CPU convolutions allocate a fresh output tensor per layer; at full resolution these
 are tens to hundreds of MB (64 channels x 768 x 512 x 4 bytes = 100 MB). glibc's malloc serves
@@ -12,12 +13,18 @@ price of a higher peak RSS, since freed memory is kept for reuse rather than giv
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
 import os
 import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar, cast
+
+import torch
+
+from ulic.errors import UlicError
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters (glibc malloc.h)
 M_MMAP_THRESHOLD = -3
@@ -53,3 +60,65 @@ def native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+DEVICES = ("auto", "cpu", "cuda")
+_device: dict[str, str | None] = {"name": None}
+
+
+def set_default_device(name: str | None) -> torch.device:
+    """The device `ulic.api` uses when a call names none (the CLI's --device); checked now."""
+    dev = resolve_device(name)
+    _device["name"] = name
+    return dev
+
+
+def default_device() -> torch.device:
+    """set_default_device's choice, else $ULIC_DEVICE, else the CPU (the same results on every
+    machine; a GPU only when asked for)."""
+    return resolve_device(_device["name"] or os.environ.get("ULIC_DEVICE") or "cpu")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """ "cpu", "cuda", "cuda:N" or "auto" (a CUDA GPU when one is visible, else the CPU) -> a
+    torch.device; a clear error when a GPU is asked for and there is none."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise UlicError(f"device {name!r} asked for, but this machine has no CUDA GPU that PyTorch can use")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UlicError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        return dev
+    raise UlicError(f"device must be one of auto, cpu, cuda or cuda:N, got {name!r}")
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 autocast is fast on `device`: a CUDA GPU that supports it, or a CPU with
+    native bfloat16 (`native_bf16`)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return native_bf16()
+
+
+_copies: dict[tuple[int, str], torch.nn.Module] = {}
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def on_device(module: M, device: torch.device) -> M:
+    """The module itself on the CPU; elsewhere one cached copy per (module, device), so the
+    shared CPU modules (loaded once per process) are never moved. On CUDA, TF32 is switched
+    off: results then differ from the CPU's only by float rounding."""
+    if device.type == "cpu":
+        return module
+    key = (id(module), str(device))
+    if key not in _copies:
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        _copies[key] = copy.deepcopy(module).to(device)
+    return cast(M, _copies[key])

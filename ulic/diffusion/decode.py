@@ -35,20 +35,22 @@ def sample(
     the batch or (B,), read only by a decoder trained with it; timer: marks "drm" and
     "diffusion_step_<i>"."""
     b = z_c.shape[0]
-    q = torch.full((b,), q_byte / Q_STEPS)
+    dev = z_c.device
+    q = torch.full((b,), q_byte / Q_STEPS, device=dev)
     r = realism if realism is None or isinstance(realism, torch.Tensor) else torch.full((b,), float(realism))
+    r = r.to(dev) if r is not None else None
     coarse, spatial, semantic = dec.drm(z_c, q, r)
     if timer is not None:
         timer.mark("drm")
     if steps <= 0:
         return coarse
     t0 = int(dec.t_start[q_byte])
-    x = start_latent(z_c, eps, _A[t0].reshape(1))
+    x = start_latent(z_c, eps, _A[t0].reshape(1).to(dev))
     ddim = DDIM(_A)
     ts = ddim_timesteps(t0, steps)
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        x0_hat = dec.denoiser(x, torch.full((b,), t), coarse, spatial, semantic, r)
+        x0_hat = dec.denoiser(x, torch.full((b,), t, device=dev), coarse, spatial, semantic, r)
         x = ddim.step(x, x0_hat, t, t_prev)
         if timer is not None:
             timer.mark(f"diffusion_step_{i + 1}")
@@ -61,12 +63,19 @@ def refine(
     z_c: torch.Tensor,
     q_byte: int,
     steps: int,
-    seed: int,
+    seed: int | list[int],
     realism: float | None = None,
     timer: StageTimer | None = None,
 ) -> torch.Tensor:
-    """z_c (1, 32, h, w) -> refined latent (1, 32, h, w), noise seeded by `seed`; steps = 0
-    gives the DRM's coarse latent."""
-    g = torch.Generator().manual_seed(seed)
-    eps = torch.randn(z_c.shape, generator=g, dtype=z_c.dtype) if steps > 0 else z_c
+    """z_c (B, 32, h, w) -> refined latent (B, 32, h, w), each image's start noise seeded by its
+    seed (one int for B = 1); steps = 0 gives the DRM's coarse latent."""
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    if len(seeds) != z_c.shape[0]:
+        raise ValueError(f"{len(seeds)} seeds for a batch of {z_c.shape[0]}")
+    eps = z_c
+    if steps > 0:  # drawn on the CPU and moved: the same noise on every device
+        draws = [
+            torch.randn((1, *z_c.shape[1:]), generator=torch.Generator().manual_seed(s), dtype=z_c.dtype) for s in seeds
+        ]
+        eps = torch.cat(draws).to(z_c.device)
     return sample(dec, z_c, q_byte, steps, eps, realism, timer)

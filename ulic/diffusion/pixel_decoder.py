@@ -61,4 +61,4 @@ class _ReluFiLM(nn.Module):
         self.dec, self.realism = dec, realism
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.dec.film_apply(torch.relu(h), torch.full((h.shape[0],), self.realism))
+        return self.dec.film_apply(torch.relu(h), torch.full((h.shape[0],), self.realism, device=h.device))

@@ -190,8 +190,9 @@ def _add_fid(agg: list[dict], items: list, fid_settings: set[str], size: int, a:
         )
 
 
-def _run_codec(codec: str, a: argparse.Namespace, metrics: tuple[str, ...], fid_sizes: list[int]) -> None:
-    """Every setting of one codec over the images: per-image CSV, summary CSV and JSON."""
+def _run_codec(codec: str, a: argparse.Namespace, metrics: tuple[str, ...], fid_sizes: list[int], rank) -> None:
+    """Every setting of one codec over the images: per-image CSV, summary CSV and JSON (under
+    torchrun the ranks share the items; rank 0 alone computes FID and writes)."""
     from ulic.evaluation import outputs, runner
 
     images = runner.list_images(a.data)[: a.limit or None]
@@ -207,7 +208,9 @@ def _run_codec(codec: str, a: argparse.Namespace, metrics: tuple[str, ...], fid_
             raise UlicError("--fid-settings must be a subset of --settings")
     cache = _model_cache(a.cache) if codec == "ulic" else a.cache
     items = [runner.Item(str(img), codec, s, name, metrics, cache) for s in settings for img in images]
-    rows = runner.run(items, a.workers, label=name)
+    rows = runner.run(items, a.workers, label=name, rank=rank)
+    if not rank.main:
+        return
     agg = outputs.aggregate(rows, metrics)
     for size in fid_sizes:
         _add_fid(agg, items, fid_settings, size, a, name)
@@ -226,10 +229,15 @@ def _run_codec(codec: str, a: argparse.Namespace, metrics: tuple[str, ...], fid_
 def cmd_eval(a: argparse.Namespace) -> int:
     """Entry point of `ulic eval`; returns the exit code."""
     from ulic.evaluation import outputs
+    from ulic.train import distributed
 
     metrics, fid_sizes = _check(a)
+    rank = distributed.init()  # under torchrun: the ranks split the items
     for codec in a.codec:
-        _run_codec(codec, a, metrics, fid_sizes)
+        _run_codec(codec, a, metrics, fid_sizes, rank)
+    distributed.finish(rank)
+    if not rank.main:
+        return 0
     out = Path(a.out)
     if a.compare:
         from ulic.evaluation.compare import compare, markdown

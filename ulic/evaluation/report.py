@@ -73,6 +73,22 @@ def pareto(bpp: list[float], val: list, higher: bool) -> tuple[list[float], list
     return xs, ys
 
 
+def lower_hull(bpp: list[float], val: list[float]) -> tuple[list[float], list[float]]:
+    """The lower convex hull of (log bpp, value) points sorted by bpp: the envelope that adding a
+    setting can only lower (a Pareto point above the chord of its neighbours is dropped), so the
+    matched-rate figures of a denser grid are never worse."""
+    hull: list[tuple[float, float]] = []
+    for b, v in zip(bpp, val, strict=True):
+        x = math.log(b)
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (x2 - x1) * (v - y1) - (y2 - y1) * (x - x1) > 0:  # hull[-1] on or below the chord: keep
+                break
+            hull.pop()
+        hull.append((x, v))
+    return [math.exp(x) for x, _ in hull], [y for _, y in hull]
+
+
 def at_rate(bpp: list[float], val: list[float], target: float) -> float | None:
     """Metric at `target` bpp by linear interpolation in log-rate on a Pareto curve; None outside it."""
     if len(bpp) < 2 or not bpp[0] <= target <= bpp[-1]:
@@ -148,11 +164,12 @@ def bd_table(results: list[dict], anchors: dict) -> tuple[str, list[list[str]]]:
 
 
 def matched_table(results: list[dict], anchors: dict, key: str = "lpips") -> list[list[str]]:
-    """Metric at the target rates, per codec (interpolated on the Pareto curve)."""
+    """Metric at the target rates, per codec (interpolated on the lower convex hull of the
+    Pareto curve in log-rate)."""
     rows = []
     curves = [(d["name"], d["results"]) for d in results] + [(f"{m} (published)", d) for m, d in anchors.items()]
     for name, r in curves:
-        xs, ys = pareto(r["bpp"], r.get(key, []), False) if key in r else ([], [])
+        xs, ys = lower_hull(*pareto(r["bpp"], r.get(key, []), False)) if key in r else ([], [])
         rows.append([name] + [("n/a" if (v := at_rate(xs, ys, t)) is None else f"{v:.4f}") for t in TARGETS])
     return rows
 

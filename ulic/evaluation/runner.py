@@ -24,6 +24,7 @@ from PIL import Image
 from ulic.atomic import write_bytes_atomic
 from ulic.errors import UlicError
 from ulic.imageio import list_images  # noqa: F401 (re-exported)
+from ulic.train.distributed import Rank, barrier, shard_indices
 
 METRICS = ("psnr", "ms_ssim", "lpips_alex", "lpips_vgg", "dists")
 
@@ -217,8 +218,11 @@ def map_workers(fn, args: list, workers: int, bar: Progress) -> list:
     return out
 
 
-def run(items: list[Item], workers: int = 2, label: str = "eval") -> list[dict]:
-    """Run all items (cached ones are free); results in the order of `items`."""
+def run(items: list[Item], workers: int = 2, label: str = "eval", rank: Rank | None = None) -> list[dict]:
+    """Run all items (cached ones are free); results in the order of `items`. Under torchrun
+    each rank runs its shard of the uncached items (each item exactly once), then, after a
+    barrier, every rank reads the others' results from the shared cache folder."""
+    rank = rank or Rank()
     results: dict[int, dict] = {}
     todo = []
     for i, it in enumerate(items):
@@ -227,8 +231,15 @@ def run(items: list[Item], workers: int = 2, label: str = "eval") -> list[dict]:
             todo.append(i)
         else:
             results[i] = r
-    bar = Progress(len(items), label)
+    mine = [todo[k] for k in shard_indices(len(todo), rank)]
+    bar = Progress(len(items) - len(todo) + len(mine), label if rank.main else f"{label} (rank {rank.rank})")
     bar.step(len(results))
-    for i, r in zip(todo, map_workers(run_item, [items[i] for i in todo], workers, bar), strict=False):
+    for i, r in zip(mine, map_workers(run_item, [items[i] for i in mine], workers, bar), strict=False):
+        results[i] = r
+    barrier(rank)
+    for i in set(todo) - set(mine):
+        r = cached(items[i])
+        if r is None:
+            raise UlicError(f"{items[i].stem}: another rank's result is missing (is --cache on a shared folder?)")
         results[i] = r
     return [results[i] for i in range(len(items))]

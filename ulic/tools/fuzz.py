@@ -8,8 +8,9 @@
     bitflip    1-8 random bits of a valid file flipped
     header     one header field (version, model id, height, width, quality, section count or
                lengths) set to a random or extreme value, with the integrity check recomputed
-    payload    random bytes of the entropy-coded section changed, check recomputed, so the
-               mutation reaches the range decoder and the networks
+    payload    random bytes of the last section changed, check recomputed, so the mutation
+               reaches the range decoder and the networks (or, in captioned seeds, the
+               caption section's kind byte and text)
     size       structure-aware: a valid container (check recomputed) whose image size is
                extreme for the pixel limit (strips, just over and under it, 2**35 - 1) with
                an empty, short, random or real payload
@@ -357,7 +358,7 @@ def run_campaign(
 
 
 def seed_files(model, sizes=((64, 96), (130, 17), (128, 128)), qualities=(0, 50, 100)) -> list[bytes]:
-    """Valid files of synthetic images at a few sizes and qualities."""
+    """Valid files of synthetic images at a few sizes and qualities, each size also with a caption."""
     import numpy as np
 
     from ulic.api import encode
@@ -369,6 +370,7 @@ def seed_files(model, sizes=((64, 96), (130, 17), (128, 128)), qualities=(0, 50,
         img = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) % 64) * 4], -1)
         img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
         out += [encode(img, quality=q, model=model).data for q in qualities]
+        out.append(encode(img, quality=qualities[len(qualities) // 2], model=model, caption="Hafen — 港 ✓").data)
     return out
 
 

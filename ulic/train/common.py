@@ -96,8 +96,11 @@ def checkpoint_meta(path: Path) -> dict:
         return json.loads(f.metadata()["meta"])
 
 
-def load_checkpoint(path: Path, modules: dict[str, nn.Module], optimizers: Optimizers) -> dict:
-    """Restore what `save_checkpoint` wrote (strict keys for the modules); returns meta."""
+def load_checkpoint(
+    path: Path, modules: dict[str, nn.Module], optimizers: Optimizers, device: torch.device | None = None
+) -> dict:
+    """Restore what `save_checkpoint` wrote (strict keys for the modules); optimiser moments go
+    to `device` (Adam's step counts stay on the CPU, where it keeps them); returns meta."""
     t = load_file(str(path))
     for name, module in modules.items():
         module.load_state_dict({k[len(name) + 1 :]: v for k, v in t.items() if k.startswith(name + ".")}, strict=True)
@@ -106,7 +109,7 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module], optimizers: Optim
         for k, v in t.items():
             if k.startswith(name + "."):
                 pname, field = k[len(name) + 1 :].rsplit(".", 1)
-                opt.state[params[pname]][field] = v
+                opt.state[params[pname]][field] = v if device is None or field == "step" else v.to(device)
     return checkpoint_meta(path)
 
 

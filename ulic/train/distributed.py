@@ -12,12 +12,18 @@ Without torchrun (no WORLD_SIZE) everything runs as one process, unchanged.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import distributed as dist
 from torch import nn
+
+from ulic.atomic import write_text_atomic
+
+SEED_PER_RANK = 1000  # ranks draw different data and noise: seed + SEED_PER_RANK * rank
 
 
 @dataclass(frozen=True)
@@ -37,12 +43,14 @@ class Rank:
 
 
 def init() -> Rank:
-    """Join the process group torchrun set up (env:// rendezvous), or run alone."""
+    """Join the process group torchrun set up (env:// rendezvous), or run alone; a second call
+    returns the same rank."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Rank()
     cuda = torch.cuda.is_available()
-    dist.init_process_group("nccl" if cuda else "gloo")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
@@ -61,6 +69,11 @@ def wrap(model: nn.Module, r: Rank) -> nn.Module:
 def shard(keys: list[str], r: Rank) -> list[str]:
     """This rank's share of the sorted keys: every key in exactly one shard."""
     return sorted(keys)[r.rank :: r.world]
+
+
+def shard_indices(n: int, r: Rank) -> list[int]:
+    """This rank's share of range(n): every index in exactly one shard."""
+    return list(range(r.rank, n, r.world))
 
 
 def barrier(r: Rank) -> None:
@@ -84,6 +97,16 @@ def weights_digest(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(p.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def write_ranks(run_dir: Path, model: nn.Module, my_shard: list, r: Rank) -> None:
+    """run_dir/ranks.json (distributed runs): each rank's data shard and its weights' sha256 at
+    the end, so anyone can check that the shards cover the data once and the ranks agree."""
+    shards = gather(my_shard, r)
+    digests = gather(weights_digest(model), r)
+    if r.main:
+        doc = {"world": r.world, "weights_sha256": digests, "shards": shards}
+        write_text_atomic(run_dir / "ranks.json", json.dumps(doc, indent=1) + "\n")
 
 
 def finish(r: Rank) -> None:

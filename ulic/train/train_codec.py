@@ -17,7 +17,6 @@ from typing import TextIO
 import torch
 from safetensors.torch import load_file
 
-from ulic.atomic import write_text_atomic
 from ulic.codec.model import LATENT_PER_Z, CodecConfig, LatentCodec, lmbda_of
 from ulic.runtime import tune_allocator
 from ulic.train import distributed
@@ -36,7 +35,6 @@ from ulic.train.common import (
 from ulic.vae.taef2 import decode_pixels
 
 CROP = 32  # latent positions per crop side (256 image pixels)
-SEED_PER_RANK = 1000  # ranks draw different crops: seed + SEED_PER_RANK * rank
 LOG_EVERY = 20
 
 
@@ -178,7 +176,7 @@ def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
         "val": val,
         "decoder": decoder,
         "weights": weights,
-        "crops": LatentCrops(train, args.crop, args.seed + meta["step"] + SEED_PER_RANK * rank.rank),
+        "crops": LatentCrops(train, args.crop, args.seed + meta["step"] + distributed.SEED_PER_RANK * rank.rank),
         "images": images,
         "forward": distributed.wrap(codec, rank),
     }
@@ -222,16 +220,6 @@ def report(args: argparse.Namespace, run: dict, log: TextIO, step: int, elapsed:
         save_checkpoint(run["ckpt"], {"model": codec}, {"opt": (opt, codec)}, meta)
 
 
-def write_ranks(args: argparse.Namespace, run: dict, rank: distributed.Rank) -> None:
-    """run/ranks.json (distributed runs): each rank's image shard and its weights' sha256 at
-    the end, so anyone can check that the shards cover the data once and the ranks agree."""
-    shards = distributed.gather(run["images"], rank)
-    digests = distributed.gather(distributed.weights_digest(run["codec"]), rank)
-    if rank.main:
-        doc = {"world": rank.world, "weights_sha256": digests, "shards": shards}
-        write_text_atomic(args.run / "ranks.json", json.dumps(doc, indent=1) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     tune_allocator()
     args = parse(argv)
@@ -240,10 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     random.seed(args.seed)
     run = build(args, rank)
-    torch.manual_seed(args.seed + run["meta"]["step"] + SEED_PER_RANK * rank.rank)  # ranks draw different q, noise
+    torch.manual_seed(
+        args.seed + run["meta"]["step"] + distributed.SEED_PER_RANK * rank.rank
+    )  # ranks draw different q, noise
     train(args, run, rank)
     if rank.distributed:
-        write_ranks(args, run, rank)
+        distributed.write_ranks(args.run, run["codec"], run["images"], rank)
     distributed.finish(rank)
     return 0
 

@@ -11,6 +11,10 @@ output layer, x0_hat = coarse at the start, so training begins from the `fast` d
 t'(q) is calibrated once from the frozen codec: the smallest t whose noise-to-signal ratio
 (1 - a_t) / a_t reaches kappa times the codec's latent MSE at q (monotone: lower rate, later
 start), clamped to [t_min, t_max], and stored with the weights.
+
+Runs under torchrun as train_codec does (`ulic.train.distributed`): t' is calibrated on all the
+training latents (the same on every rank), then each rank draws crops from its own shard of the
+images, DDP averages the gradients, rank 0 logs and writes checkpoints and run/ranks.json.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from ulic.codec.model import Q_STEPS
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.diffusion.schedule import alphas_cumprod, cdm_forward
 from ulic.model_store import load_decoder, load_model
 from ulic.runtime import tune_allocator
+from ulic.train import distributed
 from ulic.train.common import (
     LatentCrops,
     add_run_arguments,
@@ -93,8 +99,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def build(args: argparse.Namespace) -> dict:
-    """Frozen codec, decoder (fresh, or from --init), optimiser, resumed state, data, weights."""
+def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
+    """Frozen codec, decoder (fresh, or from --init), optimiser, resumed state, this rank's
+    data, channel weights."""
     codec = load_model(args.model).codec.eval().requires_grad_(False)
     config = json.loads(args.config)
     init = load_decoder(args.init) if args.init else None
@@ -109,11 +116,13 @@ def build(args: argparse.Namespace) -> dict:
     meta = {"step": 0, "seconds": 0.0, "config": config, "kappa": args.kappa, **({"init": args.init} if init else {})}
     if ckpt.exists():
         meta = load_checkpoint(ckpt, {"model": dec}, {"opt": (opt, dec)})
-        print(f"resumed at step {meta['step']}", flush=True)
+        if rank.main:
+            print(f"resumed at step {meta['step']}", flush=True)
     else:
         crops = LatentCrops(train, args.crop, args.seed)
         dec.t_start.copy_(calibrate_t_start(codec, crops, args.kappa, args.t_min, args.t_max, alphas_cumprod()))
-    print("t_start at q bytes 0, 64, 128, 192, 255:", [int(dec.t_start[i]) for i in (0, 64, 128, 192, 255)], flush=True)
+    if rank.main:
+        print("t_start at q bytes 0, 64, 128, 192, 255:", [int(dec.t_start[i]) for i in (0, 64, 128, 192, 255)])
     if args.no_weights:
         weights = torch.ones(dec.cfg.latent_channels)
     else:
@@ -121,6 +130,9 @@ def build(args: argparse.Namespace) -> dict:
 
         probe = [v[:, :32, :32] for v in list(train.values())[:: max(1, len(train) // 4)][:4]]
         weights = channel_sensitivity(load_vae().decoder, probe)
+    images = distributed.shard(sorted({k.rsplit("@", 1)[0] for k in train}), rank)  # all scales of an image together
+    mine = {k: v for k, v in train.items() if k.rsplit("@", 1)[0] in set(images)}
+    seed = args.seed + 1 + meta["step"] + distributed.SEED_PER_RANK * rank.rank
     return {
         "codec": codec,
         "dec": dec,
@@ -128,8 +140,24 @@ def build(args: argparse.Namespace) -> dict:
         "ckpt": ckpt,
         "meta": meta,
         "weights": weights,
-        "crops": LatentCrops(train, args.crop, args.seed + 1 + meta["step"]),
+        "images": images,
+        "crops": LatentCrops(mine, args.crop, seed),
+        "loss": distributed.wrap(Stage2Loss(codec, dec, weights), rank),
     }
+
+
+class Stage2Loss(nn.Module):
+    """`losses` as one module (the trainable decoder inside), so DistributedDataParallel can wrap it."""
+
+    weights: torch.Tensor
+
+    def __init__(self, codec: nn.Module, dec: DiffusionDecoder, weights: torch.Tensor):
+        super().__init__()
+        self.codec, self.dec = codec, dec
+        self.register_buffer("weights", weights, persistent=False)
+
+    def forward(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+        return losses(self.codec, self.dec, x0, self.weights)
 
 
 def losses(codec, dec: DiffusionDecoder, x0: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -150,17 +178,18 @@ def losses(codec, dec: DiffusionDecoder, x0: torch.Tensor, weights: torch.Tensor
     }
 
 
-def train(args: argparse.Namespace, run: dict) -> None:
+def train(args: argparse.Namespace, run: dict, rank: distributed.Rank) -> None:
+    """The loop: one step per batch; rank 0 logs and writes checkpoints."""
     dec, opt, meta = run["dec"], run["opt"], run["meta"]
     t0, seconds0, step = time.time(), meta["seconds"], meta["step"]
     avg: dict[str, float] = {}
-    with open(args.run / "log.jsonl", "a") as log:
+    with open(args.run / ("log.jsonl" if rank.main else f"log.rank{rank.rank}.jsonl"), "a") as log:
         while step < args.steps:
             for grp in opt.param_groups:
                 grp["lr"] = lr_at(step, args.steps, args.lr)
-            r = losses(run["codec"], dec, run["crops"].batch(args.batch), run["weights"])
+            r = run["loss"](run["crops"].batch(args.batch))
             opt.zero_grad(set_to_none=True)
-            (r["loss_x0"] + r["loss_coarse"]).backward()
+            (r["loss_x0"] + r["loss_coarse"]).backward()  # under DDP: gradients averaged over the ranks here
             torch.nn.utils.clip_grad_norm_(dec.parameters(), 1.0)
             opt.step()
             step += 1
@@ -168,19 +197,26 @@ def train(args: argparse.Namespace, run: dict) -> None:
             elapsed = seconds0 + time.time() - t0
             if step % LOG_EVERY == 0 or step == args.steps:
                 log_line(log, step, elapsed, avg, args.steps)
-            if step % args.ckpt_every == 0 or step == args.steps:
+            if (step % args.ckpt_every == 0 or step == args.steps) and rank.main:
                 save_checkpoint(
                     run["ckpt"], {"model": dec}, {"opt": (opt, dec)}, {**meta, "step": step, "seconds": elapsed}
                 )
+            distributed.barrier(rank)  # nobody runs ahead of rank 0's checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
     tune_allocator()
     args = parse(argv)
+    rank = distributed.init()
     args.run.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the same initial weights (and t' calibration crops) on every rank
     random.seed(args.seed)
-    train(args, build(args))
+    run = build(args, rank)
+    torch.manual_seed(args.seed + run["meta"]["step"] + distributed.SEED_PER_RANK * rank.rank)  # different q, t, noise
+    train(args, run, rank)
+    if rank.distributed:
+        distributed.write_ranks(args.run, run["dec"], run["images"], rank)
+    distributed.finish(rank)
     return 0
 
 

@@ -33,18 +33,22 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from ulic.codec.hyperprior import Q_STEPS
 from ulic.diffusion.decode import sample
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.evaluation.lpips import LPIPS
 from ulic.model_store import load_decoder, load_model
-from ulic.runtime import native_bf16, tune_allocator
+from ulic.runtime import DEVICES, fast_bf16, resolve_device, tune_allocator
+from ulic.train import distributed
 from ulic.train.common import add_run_arguments, load_checkpoint, log_line, lr_at, save_checkpoint, update_averages
 from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
 from ulic.vae.taef2 import decode_pixels
 
 VAL_Q_BYTES = (40, 140)  # about 0.01 and 0.03 bpp on Kodak-sized photos
+CHECKPOINT = "checkpoint.safetensors"
+SEED_PER_RANK = distributed.SEED_PER_RANK
 
 
 def build_generator(model_folder: str | None, vae_decoder: torch.nn.Module) -> DiffusionDecoder:
@@ -70,35 +74,51 @@ def build_generator(model_folder: str | None, vae_decoder: torch.nn.Module) -> D
 
 
 class Crops:
-    """Pixel crops with their latents, from `ulic.train.pixel_crops`."""
+    """Pixel crops with their latents, from `ulic.train.pixel_crops`. A rank of a distributed
+    run draws only from its shard of the crops (every crop in exactly one shard) and with its
+    own seed."""
 
-    def __init__(self, path: Path, seed: int):
+    def __init__(self, path: Path, seed: int, rank: distributed.Rank):
         t = load_file(str(path))
         self.pixels, self.latents = t["pixels"], t["latents"]
         self.val_pixels, self.val_latents = t["val_pixels"], t["val_latents"]
-        self.gen = torch.Generator().manual_seed(seed)
+        self.shard = distributed.shard_indices(len(self.pixels), rank)
+        self.indices = torch.tensor(self.shard)
+        self.gen = torch.Generator().manual_seed(seed + SEED_PER_RANK * rank.rank)
 
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randint(len(self.pixels), (n,), generator=self.gen)
-        return self.pixels[idx].float() / 255, self.latents[idx].float()
+    def batch(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pixels (n, 3, P, P) in [0, 1], latents (n, 32, P/8, P/8)) on `device`."""
+        idx = self.indices[torch.randint(len(self.indices), (n,), generator=self.gen)]
+        return self.pixels[idx].to(device).float() / 255, self.latents[idx].to(device).float()
 
 
-def decode_batch(
-    gen: DiffusionDecoder, codec, latents: torch.Tensor, q_byte: int, realism: torch.Tensor, steps: int, bf16: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(cached latents, q, R) -> (image (B, 3, H, W), z_c, denoised latent): the whole decoding
-    path, with gradients."""
+class DecodingPath(nn.Module):
+    """The trainable decoding path as one module (so DistributedDataParallel can wrap it):
+    (z_c, start noise, R) -> (image (B, 3, H, W), denoised latent (B, 32, H/8, W/8))."""
+
+    def __init__(self, gen: DiffusionDecoder, steps: int, bf16: bool):
+        super().__init__()
+        self.gen, self.steps, self.bf16 = gen, steps, bf16
+
+    def forward(
+        self, z_c: torch.Tensor, q_byte: int, eps: torch.Tensor, realism: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        lat = sample(self.gen, z_c, q_byte, self.steps, eps, realism)
+        assert self.gen.pixel is not None
+        return in_bf16(self.gen.pixel, self.bf16, lat.contiguous(memory_format=torch.channels_last), realism), lat
+
+
+def compressed(codec, latents: torch.Tensor, q_byte: int) -> torch.Tensor:
+    """Cached TAEF2 latents -> z_c at one quality byte (the frozen codec, no gradient)."""
     with torch.no_grad():
-        z_c = codec.reconstruct(latents, torch.full((len(latents),), q_byte / Q_STEPS))
-    lat = sample(gen, z_c, q_byte, steps, torch.randn_like(z_c), realism)
-    return in_bf16(gen.pixel, bf16, lat.contiguous(memory_format=torch.channels_last), realism), z_c, lat
+        return codec.reconstruct(latents, torch.full((len(latents),), q_byte / Q_STEPS, device=latents.device))
 
 
 def in_bf16(fn, bf16: bool, *args: torch.Tensor) -> torch.Tensor:
-    """fn(*args), in bfloat16 autocast when asked (CPUs with native bf16); float32 result."""
+    """fn(*args), in bfloat16 autocast on the arguments' device when asked; float32 result."""
     if not bf16:
         return fn(*args)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(args[0].device.type, dtype=torch.bfloat16):
         return fn(*args).float()
 
 
@@ -106,17 +126,19 @@ def gan_weight(step: int, args: argparse.Namespace) -> float:
     return args.beta * min(1.0, max(0.0, (step - args.gan_start) / max(1, args.gan_ramp)))
 
 
-def train_step(step: int, parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, torch.Tensor]:
-    gen, disc, codec, lp = parts["gen"], parts["disc"], parts["codec"], parts["lpips"]
-    target, lat = crops.batch(args.batch)
+def generator_step(step: int, parts: dict, target: torch.Tensor, lat: torch.Tensor, args: argparse.Namespace):
+    """One generator update; returns (logged values, image, z_c, the critic's shift)."""
     q_byte = int(torch.randint(0, Q_STEPS + 1, (1,)))
-    r = torch.rand(args.batch)
-    img, z_c, lat_hat = decode_batch(gen, codec, lat, q_byte, r, args.k, args.bf16)
+    r = torch.rand(args.batch, device=target.device)
+    z_c = compressed(parts["codec"], lat, q_byte)
+    img, lat_hat = parts["path"](z_c, q_byte, torch.randn_like(z_c), r)
     mse = (img - target).pow(2).mean((1, 2, 3))
-    lpv = in_bf16(lp, args.bf16, img.clamp(0, 1), target)
+    lpv = in_bf16(parts["lpips"], args.bf16, img.clamp(0, 1), target)
     beta = gan_weight(step, args)
     shift = tuple(int(v) for v in torch.randint(0, args.d_shift + 1, (2,)))
+    disc = parts["disc"].requires_grad_(False)  # the bare module: no critic update in this pass
     adv = g_hinge(disc(img.clamp(0, 1), z_c, shift)) if beta > 0 else torch.zeros_like(mse)
+    disc.requires_grad_(True)
     anchor = torch.zeros_like(mse)
     if args.w_anchor > 0:
         anchor = (decode_pixels(parts["vae_decoder"], lat_hat, bf16=args.bf16) - target).pow(2).mean((1, 2, 3))
@@ -124,33 +146,44 @@ def train_step(step: int, parts: dict, crops: Crops, args: argparse.Namespace) -
         args.w_mse * (1 - args.mse_drop * r) * mse + args.w_anchor * anchor + r * (args.w_lpips * lpv + beta * adv)
     ).mean()
     parts["opt_g"].zero_grad(set_to_none=True)
-    loss_g.backward()
-    torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0)
+    loss_g.backward()  # under DDP: gradients averaged over the ranks here
+    torch.nn.utils.clip_grad_norm_(parts["gen"].parameters(), 1.0)
     parts["opt_g"].step()
-    loss_d = d_hinge(disc(target, z_c, shift), disc(img.detach().clamp(0, 1), z_c, shift))
-    parts["opt_d"].zero_grad(set_to_none=True)
-    loss_d.backward()
-    parts["opt_d"].step()
-    return {
+    logged = {
         "loss_g": loss_g,
         "mse": mse.mean(),
         "lpips_vgg": lpv.mean(),
         "g_adv": adv.mean(),
         "anchor": anchor.mean(),
-        "loss_d": loss_d,
     }
+    return logged, img.detach(), z_c, shift
+
+
+def train_step(step: int, parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    """A generator and a critic update on one batch."""
+    target, lat = crops.batch(args.batch, parts["device"])
+    logged, img, z_c, shift = generator_step(step, parts, target, lat, args)
+    n = len(target)  # one critic call on real and fake together (DDP: one forward per backward)
+    logits = parts["critic"](torch.cat([target, img.clamp(0, 1)]), torch.cat([z_c, z_c]), shift)
+    loss_d = d_hinge(logits[:n], logits[n:])
+    parts["opt_d"].zero_grad(set_to_none=True)
+    loss_d.backward()
+    parts["opt_d"].step()
+    return {**logged, "loss_d": loss_d}
 
 
 @torch.no_grad()
 def validate(parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, float]:
     """Held-out crops at two rates, R = 0 and 1, fixed noise: PSNR, LPIPS-Alex, LPIPS-VGG."""
-    gen, codec = parts["gen"], parts["codec"]
-    x, lat = crops.val_pixels.float() / 255, crops.val_latents.float()
+    dev = parts["device"]
+    x, lat = crops.val_pixels.to(dev).float() / 255, crops.val_latents.to(dev).float()
+    path = DecodingPath(parts["gen"], args.k, False)
     out = {}
     for r in (0.0, 1.0):
         for qb in VAL_Q_BYTES:
-            torch.manual_seed(0)
-            img, _, _ = decode_batch(gen, codec, lat, qb, torch.full((len(x),), r), args.k, False)
+            z_c = compressed(parts["codec"], lat, qb)
+            eps = torch.randn(z_c.shape, generator=torch.Generator().manual_seed(0)).to(dev)
+            img, _ = path(z_c, qb, eps, torch.full((len(x),), r, device=dev))
             img = (img.clamp(0, 1) * 255).round() / 255
             mse = (img - x).pow(2).mean((1, 2, 3))
             out[f"val_psnr_q{qb}_r{r:g}"] = float((10 * torch.log10(1 / mse)).mean())
@@ -167,13 +200,9 @@ def checkpoint_parts(parts: dict) -> tuple[dict, dict]:
     )
 
 
-def build(args: argparse.Namespace) -> dict:
-    from ulic.vae.weights import load_vae
-
-    codec = load_model(args.model).codec.eval().requires_grad_(False)
-    vae_decoder = load_vae().decoder.eval().requires_grad_(False)
-    gen = build_generator(args.model, vae_decoder)
-    disc = PatchDiscriminator()
+def optimisers(gen: DiffusionDecoder, disc: nn.Module, args: argparse.Namespace):
+    """Adam for the generator (DRM + denoiser, pixel decoder, the new R inputs at their own
+    rates) and for the critic; each group remembers its base lr for the schedule."""
     named = dict(gen.named_parameters())
     cond = [n for n in named if n.startswith(("pixel.film.", "denoiser.realism_proj."))]  # new, zero-init
     pix = [n for n in named if n.startswith("pixel.") and n not in cond]
@@ -185,38 +214,44 @@ def build(args: argparse.Namespace) -> dict:
     opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr_d, betas=(0.5, 0.9))
     for g in opt_d.param_groups:
         g["base"] = args.lr_d
+    return opt_g, opt_d
+
+
+def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
+    """Frozen codec, TAEF2 decoder and loss networks, the generator and critic (DDP-wrapped
+    when distributed) and their optimisers, all on this rank's device."""
+    from ulic.vae.weights import load_vae
+
+    dev = rank.device
+    codec = load_model(args.model).codec.eval().requires_grad_(False).to(dev)
+    vae_decoder = load_vae().decoder.eval().requires_grad_(False)
+    gen = build_generator(args.model, vae_decoder).to(dev)
+    disc = PatchDiscriminator().to(dev)
+    opt_g, opt_d = optimisers(gen, disc, args)
     return {
+        "device": dev,
         "codec": codec,
         "gen": gen,
         "disc": disc,
-        "vae_decoder": vae_decoder,
+        "path": distributed.wrap(DecodingPath(gen, args.k, args.bf16), rank),
+        "critic": distributed.wrap(disc, rank),
+        "vae_decoder": vae_decoder.to(dev),
         "opt_g": opt_g,
         "opt_d": opt_d,
-        "lpips": LPIPS("vgg"),
-        "alex": LPIPS("alex"),
+        "lpips": LPIPS("vgg").to(dev),
+        "alex": LPIPS("alex").to(dev),
     }
 
 
-def run(args: argparse.Namespace) -> None:
-    args.run.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    parts = build(args)
-    ckpt = args.run / "checkpoint.safetensors"
-    meta = {
-        "step": 0,
-        "seconds": 0.0,
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "config": parts["gen"].cfg.as_dict(),
-    }
-    if ckpt.exists():
-        meta = load_checkpoint(ckpt, *checkpoint_parts(parts))
-        print(f"resumed at step {meta['step']}", flush=True)
+def train(args: argparse.Namespace, parts: dict, meta: dict, rank: distributed.Rank) -> Crops:
+    """The loop from meta's step: rank 0 logs, validates and writes checkpoints."""
     step, seconds0, t0 = meta["step"], meta["seconds"], time.time()
     avg: dict[str, float] = {}
-    crops = Crops(args.crops, args.seed + step)
-    torch.manual_seed(args.seed + step)
-    with open(args.run / "log.jsonl", "a") as log:
-        if step == 0:
+    crops = Crops(args.crops, args.seed + step, rank)
+    torch.manual_seed(args.seed + step + SEED_PER_RANK * rank.rank)
+    log_name = "log.jsonl" if rank.main else f"log.rank{rank.rank}.jsonl"
+    with open(args.run / log_name, "a") as log:
+        if step == 0 and rank.main:
             log_line(log, 0, 0.0, validate(parts, crops, args))
         while step < args.steps:
             for opt in (parts["opt_g"], parts["opt_d"]):
@@ -227,10 +262,39 @@ def run(args: argparse.Namespace) -> None:
             elapsed = seconds0 + time.time() - t0
             if step % args.log_every == 0:
                 log_line(log, step, elapsed, avg)
-            if step % args.ckpt_every == 0 or step == args.steps:
-                save_checkpoint(ckpt, *checkpoint_parts(parts), {**meta, "step": step, "seconds": elapsed})
-            if step % args.val_every == 0 or step == args.steps:
+            if (step % args.ckpt_every == 0 or step == args.steps) and rank.main:
+                save_checkpoint(
+                    args.run / CHECKPOINT, *checkpoint_parts(parts), {**meta, "step": step, "seconds": elapsed}
+                )
+            if (step % args.val_every == 0 or step == args.steps) and rank.main:
                 log_line(log, step, elapsed, validate(parts, crops, args))
+            distributed.barrier(rank)  # nobody runs ahead of rank 0's checkpoint
+    return crops
+
+
+def run(args: argparse.Namespace) -> None:
+    rank = distributed.init()
+    if not rank.distributed:
+        rank = distributed.Rank(device=resolve_device(args.device))
+    args.bf16 = args.bf16 == "on" or (args.bf16 == "auto" and fast_bf16(rank.device))
+    args.run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)  # the same initial critic on every rank
+    parts = build(args, rank)
+    ckpt = args.run / CHECKPOINT
+    meta = {
+        "step": 0,
+        "seconds": 0.0,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "config": parts["gen"].cfg.as_dict(),
+    }
+    if ckpt.exists():
+        meta = load_checkpoint(ckpt, *checkpoint_parts(parts), device=rank.device)
+        if rank.main:
+            print(f"resumed at step {meta['step']}", flush=True)
+    crops = train(args, parts, meta, rank)
+    if rank.distributed:
+        distributed.write_ranks(args.run, parts["gen"], crops.shard, rank)
+    distributed.finish(rank)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -254,8 +318,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--bf16",
         choices=("auto", "on", "off"),
         default="auto",
-        help="bfloat16 autocast for the decoders and VGG; auto: where the CPU computes "
-        "bfloat16 natively (elsewhere it is emulated and many times slower)",
+        help="bfloat16 autocast for the decoders and VGG; auto: on a GPU that supports it and on "
+        "CPUs that compute bfloat16 natively (elsewhere it is emulated and many times slower)",
+    )
+    ap.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="auto: a CUDA GPU when one is visible, else the CPU (under torchrun: each rank's own)",
     )
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--val-every", type=int, default=100)
@@ -264,9 +334,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     tune_allocator()
-    args = parse(argv)
-    args.bf16 = args.bf16 == "on" or (args.bf16 == "auto" and native_bf16())
-    run(args)
+    run(parse(argv))
     return 0
 
 

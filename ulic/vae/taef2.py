@@ -136,5 +136,5 @@ def decode_pixels(decoder: nn.Module, latent: torch.Tensor, bf16: bool) -> torch
     AVX512-BF16); float32 result."""
     if not bf16:
         return decoder(latent)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(latent.device.type, dtype=torch.bfloat16):
         return decoder(latent.contiguous(memory_format=torch.channels_last)).float()

@@ -40,7 +40,7 @@ def _tiled(fn: nn.Module, x: torch.Tensor, out_scale: float, tile: int, halo: in
     tile and halo are in input positions; tile * out_scale and halo * out_scale are integers."""
     _, _, h, w = x.shape
     s = out_scale
-    out = torch.empty(1, out_channels, round(h * s), round(w * s), dtype=x.dtype)
+    out = torch.empty(1, out_channels, round(h * s), round(w * s), dtype=x.dtype, device=x.device)
     for (y0, y1, x0, x1), (ya, yb, xa, xb) in tiles(h, w, tile, halo):
         part = fn(x[:, :, ya:yb, xa:xb])
         out[:, :, round(y0 * s) : round(y1 * s), round(x0 * s) : round(x1 * s)] = part[

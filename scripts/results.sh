@@ -1,0 +1,78 @@
+#!/bin/sh
+# Regenerates every table of the README and results/ from scratch: `make results` (or run a
+# part: `sh scripts/results.sh baselines|dense|ulic|stage2|other|report`). Times are for 2 CPU
+# cores (AMD EPYC, AVX2) with nothing else running; `all` is about 5 hours.
+# Needs ULIC_KODAK_DIR (the Makefile sets it from ../shared) and a set-up .venv.
+set -e
+BIN=${BIN:-.venv/bin}
+K=${ULIC_KODAK_DIR:?set ULIC_KODAK_DIR to the Kodak folder}
+part=${1:-all}
+
+baselines() {  # results/kodak/{jpeg,webp,avif,hevc,jxl}*: the default grids, all metrics (~35 min)
+    $BIN/ulic eval --data "$K" --codec jpeg webp avif hevc jxl
+}
+
+dense() {  # results/kodak/{hevc,avif}-dense*: brackets of 0.02/0.03/0.05 bpp, LPIPS + PSNR (~2 h)
+    for c in hevc avif; do
+        s=$($BIN/python -m ulic.evaluation.grid --codec $c --data "$K" --targets 0.02 0.03 0.05)
+        $BIN/ulic eval --data "$K" --codec $c --name $c-dense --metrics psnr,lpips_alex --settings $s
+    done
+}
+
+ulic() {  # results/kodak/ulic-realism*: the shipped model, default decoder (~35 min)
+    $BIN/ulic eval --data "$K" --codec ulic --name ulic-realism --decoder diffusion --steps 4 \
+        --settings 0 10 25 40 50 60 75
+    for r in 0 0.5 1; do
+        $BIN/ulic eval --data "$K" --codec ulic --name ulic-realism-r$r --decoder diffusion --steps 4 \
+            --realism $r --settings 40 50 60
+    done
+    $BIN/ulic eval --compare ulic-diffusion ulic-realism
+}
+
+stage2() {  # results/kodak/ulic-{fast,diffusion}*: the stage-2 decoder, from git history (~55 min)
+    d=cache/models/stage2
+    mkdir -p $d
+    for f in config.json model.safetensors; do cp ulic/models/ulic-base/$f $d/; done
+    for f in decoder.json decoder.safetensors; do git show c989c13^:ulic/models/ulic-base/$f > $d/$f; done
+    ULIC_MODEL_DIR=$d $BIN/ulic eval --data "$K" --codec ulic --name ulic-fast --decoder fast \
+        --settings 0 10 25 40 50 75 --cache cache/eval-stage2
+    ULIC_MODEL_DIR=$d $BIN/ulic eval --data "$K" --codec ulic --name ulic-diffusion --decoder diffusion \
+        --steps 4 --settings 25 40 50 60 --cache cache/eval-stage2
+    ULIC_MODEL_DIR=$d $BIN/ulic eval --data "$K" --codec ulic --name ulic-diffusion-o20 --decoder diffusion \
+        --steps 4 --optimize 20 --settings 40 50 60 --cache cache/eval-stage2   # ~45 min of it
+    $BIN/ulic eval --compare ulic-fast ulic-diffusion
+    $BIN/ulic eval --compare ulic-diffusion ulic-diffusion-o20
+}
+
+other() {  # stage-1 table, TAEF2 ceiling, speed, large images, decode times, outside and held-out photos (~1.5 h)
+    $BIN/python -m ulic.tools.bench_codec --data "$K" --out results/kodak/stage1_bench.json
+    $BIN/python -m ulic.tools.bench_codec --data "$K" --out results/kodak/vae_roundtrip.json --vae-only
+    $BIN/python -m ulic.tools.bench_decoder --image "$K/kodim23.png" --out results/kodak/decode_times.json
+    $BIN/python -m ulic.tools.bench_large --image "$K/kodim23.png" --out results/large_images.json
+    $BIN/ulic --threads 2 bench --sizes 256x256 768x512 1344x1008 2048x2048 --runs 2
+    make outside-photos
+    mkdir -p cache/val  # the 6 held-out BSDS500 photos of the training folder
+    ls "${ULIC_SHARED:-../shared}"/data/train/bsds500/val_* | sort | head -6 | xargs -I{} cp {} cache/val/
+    for set in outside val; do
+        for r in 0 0.5 1; do
+            $BIN/ulic eval --data cache/$set --out results/$set --codec ulic --name s3-r$r \
+                --decoder diffusion --steps 4 --realism $r --settings 30 40 50
+        done
+        ULIC_MODEL_DIR=cache/models/stage2 $BIN/ulic eval --data cache/$set --out results/$set --codec ulic \
+            --name stage2 --decoder diffusion --steps 4 --settings 30 40 50 --cache cache/eval-stage2
+    done
+}
+
+fuzz() {  # results/fuzz.json: 100,000 hostile inputs (~20 min)
+    $BIN/python -m ulic.tools.fuzz --n 100000 --hang-s 20 --out results/fuzz.json
+}
+
+report() {  # plots, BD-rate and matched-rate tables, report.html with crops (~2 min)
+    $BIN/ulic eval --data "$K" --report
+}
+
+case $part in
+    all) baselines; dense; ulic; stage2; other; fuzz; report ;;
+    baselines | dense | ulic | stage2 | other | report | fuzz) $part ;;
+    *) echo "usage: $0 [all|baselines|dense|ulic|stage2|other|report|fuzz]" >&2; exit 2 ;;
+esac
