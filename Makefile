@@ -86,7 +86,7 @@ gpu-bundle:
 	    -d .gpu/whl constriction==0.5.0
 	cp $(ULIC_WEIGHTS_DIR)/taef2_encoder.pth $(ULIC_WEIGHTS_DIR)/taef2_decoder.pth .gpu/taef2/
 
-# Every table of the README and results/ from scratch, about 4.5 hours on 2 cores
+# Every table of the README and results/ from scratch, about 6 hours on 2 cores
 # (scripts/results.sh says what each part makes and how long it takes).
 results: setup
 	sh scripts/results.sh all

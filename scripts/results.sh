@@ -1,7 +1,7 @@
 #!/bin/sh
 # Regenerates every table of the README and results/ from scratch: `make results` (or run a
 # part: `sh scripts/results.sh baselines|dense|ulic|stage2|other|report`). Times are for 2 CPU
-# cores (AMD EPYC, AVX2) with nothing else running; `all` is about 5 hours.
+# cores (AMD EPYC, AVX2) with nothing else running; `all` is about 6 hours.
 # Needs ULIC_KODAK_DIR (the Makefile sets it from ../shared) and a set-up .venv.
 set -e
 BIN=${BIN:-.venv/bin}
@@ -12,7 +12,7 @@ baselines() {  # results/kodak/{jpeg,webp,avif,hevc,jxl}*: the default grids, al
     $BIN/ulic eval --data "$K" --codec jpeg webp avif hevc jxl
 }
 
-dense() {  # results/kodak/{hevc,avif}-dense*: brackets of 0.02/0.03/0.05 bpp, LPIPS + PSNR (~2 h)
+dense() {  # results/kodak/{hevc,avif}-dense*: brackets of 0.02/0.03/0.05 bpp, LPIPS + PSNR (~80 min)
     for c in hevc avif; do
         s=$($BIN/python -m ulic.evaluation.grid --codec $c --data "$K" --targets 0.02 0.03 0.05)
         $BIN/ulic eval --data "$K" --codec $c --name $c-dense --metrics psnr,lpips_alex --settings $s
@@ -63,6 +63,13 @@ other() {  # stage-1 table, TAEF2 ceiling, speed, large images, decode times, ou
     done
 }
 
+fid() {  # results/kodak/fid64/: FID/64 near 0.03 bpp on the first 6 images, HEVC hull points vs ulic (~35 min)
+    $BIN/ulic eval --data "$K" --limit 6 --out results/kodak/fid64 --codec hevc --name hevc-dense-fid \
+        --metrics psnr,lpips_alex --settings hevc:d1.5:q6 hevc:d2:q13 --fid 64
+    $BIN/ulic eval --data "$K" --limit 6 --out results/kodak/fid64 --codec ulic --name ulic-realism-fid \
+        --decoder diffusion --steps 4 --metrics psnr,lpips_alex --settings 50 60 --fid 64
+}
+
 fuzz() {  # results/fuzz.json: 100,000 hostile inputs (~20 min)
     $BIN/python -m ulic.tools.fuzz --n 100000 --hang-s 20 --out results/fuzz.json
 }
@@ -72,7 +79,7 @@ report() {  # plots, BD-rate and matched-rate tables, report.html with crops (~2
 }
 
 case $part in
-    all) baselines; dense; ulic; stage2; other; fuzz; report ;;
-    baselines | dense | ulic | stage2 | other | report | fuzz) $part ;;
-    *) echo "usage: $0 [all|baselines|dense|ulic|stage2|other|report|fuzz]" >&2; exit 2 ;;
+    all) baselines; dense; ulic; stage2; other; fid; fuzz; report ;;
+    baselines | dense | ulic | stage2 | other | fid | report | fuzz) $part ;;
+    *) echo "usage: $0 [all|baselines|dense|ulic|stage2|other|fid|report|fuzz]" >&2; exit 2 ;;
 esac

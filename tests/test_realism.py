@@ -116,7 +116,7 @@ def tiny_crops(path) -> None:
     g = torch.Generator().manual_seed(0)
     pixels = (torch.rand(4, 3, 128, 128, generator=g) * 255).to(torch.uint8)  # latents: multiples of 16
     with torch.no_grad():
-        latents = load_vae().encoder(pixels.float() / 255).half()
+        latents = load_vae().encoder(pixels.float() / 255).half().contiguous()
     save_file(
         {"pixels": pixels, "latents": latents, "val_pixels": pixels[:2].clone(), "val_latents": latents[:2].clone()},
         str(path),

@@ -327,8 +327,9 @@ def _pixels(latent: torch.Tensor, pixel: Any) -> torch.Tensor:
     with torch.inference_mode():
         if pixel is None:
             return on_device(load_vae(), latent.device).decode(latent).cpu()
+        latent = latent.contiguous(memory_format=torch.channels_last)  # as the pixel decoder's weights
         img = decode_tiled(pixel, latent) if latent.shape[0] == 1 else pixel(latent)
-        return img.clamp(0, 1).cpu()
+        return img.clamp(0, 1).contiguous().cpu()
 
 
 def _decode_setup(data: object, decoder: str | None, steps: int | None, realism: float | None) -> bytes:

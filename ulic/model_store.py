@@ -25,6 +25,7 @@ from ulic.atomic import atomic_path, write_text_atomic
 from ulic.codec.model import CodecConfig, CodingState, LatentCodec, config_dict
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.errors import WeightsError
+from ulic.runtime import channels_last
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "ulic-base"
 CODEC_FILES = ("config.json", "model.safetensors")
@@ -134,4 +135,6 @@ def load_decoder(folder: str) -> tuple[DiffusionDecoder, dict] | None:
         dec.load_state_dict(_float(t), strict=True)
     except RuntimeError as e:
         raise WeightsError(f"{f}/{DECODER_FILES[1]} does not fit its config ({str(e).splitlines()[0]})") from None
+    if dec.pixel is not None:
+        channels_last(dec.pixel)  # NHWC convolutions, as TAEF2's (ulic/vae/taef2.py)
     return dec.eval(), config

@@ -122,3 +122,10 @@ def on_device(module: M, device: torch.device) -> M:
             torch.backends.cudnn.allow_tf32 = False
         _copies[key] = copy.deepcopy(module).to(device)
     return cast(M, _copies[key])
+
+
+def channels_last(module: M) -> M:
+    """The module with its 4-D weights in channels-last (NHWC) memory format, in place: the
+    faster CPU convolution path (`results/bench/vae_layout.json`); results change only by float
+    rounding."""
+    return module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -30,7 +30,7 @@ import numpy as np
 
 from ulic.evaluation.baselines import run_setting, setting_name
 
-FACTORS = (1.5, 2.0, 2.5, 3.0, 4.0)
+FACTORS = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 Q_RANGE = {"hevc": (0, 60), "avif": (0, 70), "webp": (0, 80), "jpeg": (1, 60), "jxl": (1, 25)}
 DESCENDING = {"jxl"}  # quality is a distance: more bytes at lower values
 

@@ -142,25 +142,35 @@ def plot(results: list[dict], anchors: dict, out: Path) -> list[str]:
 
 
 def bd_table(results: list[dict], anchors: dict) -> tuple[str, list[list[str]]]:
-    """BD-rate (pchip, on Pareto curves) of each codec against the reference (hevc if present)."""
+    """BD-rate (pchip, on Pareto curves) of each codec against the reference: hevc if present,
+    for the metrics its dense grid also has, the settings of hevc and hevc-dense together (so
+    the reference is as good as HEVC really is; docs/evaluation.md)."""
     from ulic.evaluation.bdrate import bd_rate
 
     curves = {d["name"]: d["results"] for d in results}
     for m, d in anchors.items():
         curves[f"{m} (published)"] = d
     ref = next((n for n in ("hevc", "avif") if n in curves), next(iter(curves), None))
+    dense = curves.get(f"{ref}-dense", {})
+    refs, reference = {}, {}  # per metric: the reference's name and its (bpp, values)
+    for key, _, _ in PLOT_METRICS:
+        base = curves.get(ref, {}) if ref else {}
+        extra = dense if key in dense else {"bpp": [], key: []}
+        refs[key] = f"{ref} + {ref}-dense" if key in dense else ref
+        reference[key] = (base.get("bpp", []) + extra["bpp"], base.get(key, []) + extra[key])
     rows = []
     for name, r in curves.items():
         row = [name]
         for key, _, higher in PLOT_METRICS:
             try:
-                xa, ya = pareto(curves[ref]["bpp"], curves[ref][key], higher)
+                xa, ya = pareto(*reference[key], higher)
                 xb, yb = pareto(r["bpp"], r.get(key, []), higher)
                 row.append(f"{bd_rate(xa, ya, xb, yb, 'pchip', higher):+.1f}%")
             except (UlicError, KeyError, TypeError):
                 row.append("n/a")
         rows.append(row)
-    return ref or "", rows
+    used = sorted({v for v in refs.values() if v})
+    return " / ".join(f"{v} ({', '.join(k for k, r in refs.items() if r == v)})" for v in used) or "", rows
 
 
 def matched_table(results: list[dict], anchors: dict, key: str = "lpips") -> list[list[str]]:
@@ -185,8 +195,9 @@ REGIONS = (
 )
 
 
-def _coded_png(d: dict, t: float, stem: str, cache: str) -> tuple[Path, str, float] | None:
-    """(decoded PNG, setting, mean bpp) of one result set at the setting closest to rate t."""
+def _coded_png(d: dict, t: float, stem: str, cache: str) -> tuple[Path | None, str, float] | None:
+    """(decoded PNG or None when the cache no longer has it, setting, mean bpp) of one result
+    set at the setting closest to rate t; None when no setting is within 1.5x of t."""
     r = d["results"]
     i = int(np.argmin([abs(math.log(b / t)) for b in r["bpp"]]))
     if abs(math.log(r["bpp"][i] / t)) > math.log(1.5):
@@ -194,14 +205,15 @@ def _coded_png(d: dict, t: float, stem: str, cache: str) -> tuple[Path, str, flo
     s = r["setting"][i]
     rel = Path(d["name"]) / s.replace(":", "_") / (stem + ".png")
     found = [p for p in [Path(cache) / rel, *Path(cache).glob(f"ulic-model-*/{rel}")] if p.is_file()]
-    if not found:
-        return None
-    return max(found, key=lambda p: p.stat().st_mtime), s, r["bpp"][i]  # the newest model's
+    png = max(found, key=lambda p: p.stat().st_mtime) if found else None  # the newest model's
+    return png, s, r["bpp"][i]
 
 
 def crops(results: list[dict], out: Path, cache: str, data: str | None) -> list[tuple[str, list[tuple[str, str]]]]:
     """100% crops of REGIONS (face, text, foliage, water, feathers) for each codec at the
-    setting closest to each target rate; one section per (rate, region)."""
+    setting closest to each target rate; one section per (rate, region). A crop made by an
+    earlier run is kept when the eval cache no longer holds its decoded image (a fresh clone
+    has no cache; rerun that codec's `ulic eval` to remake it)."""
     from PIL import Image
 
     if not data or not Path(data).is_dir():
@@ -223,7 +235,10 @@ def crops(results: list[dict], out: Path, cache: str, data: str | None) -> list[
                     continue
                 png, s, bpp = got
                 name = f"crops/{what}_{t:g}_{d['name']}.png"
-                Image.open(png).convert("RGB").crop(box).save(out / name)
+                if png is not None:
+                    Image.open(png).convert("RGB").crop(box).save(out / name)
+                elif not (out / name).is_file():
+                    continue  # neither the decoded image nor an earlier crop of it
                 cells.append((f"{d['name']} {s} (set mean {bpp:.4f} bpp)", name))
             sections.append((f"{what} near {t:g} bpp", cells))
     return sections

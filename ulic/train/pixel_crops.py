@@ -65,7 +65,7 @@ def encode(crops: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     vae = load_vae()
     pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
     lat = [vae.encoder(pixels[i : i + ENCODE_BATCH].float() / 255) for i in range(0, len(pixels), ENCODE_BATCH)]
-    return pixels, torch.cat(lat).half()
+    return pixels, torch.cat(lat).half().contiguous()  # the encoder computes channels-last
 
 
 def build(roots: list[Path], out: Path, size: int, per_image: int, n_val: int, seed: int) -> dict[str, int]:

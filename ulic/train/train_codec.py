@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from ulic.codec.model import LATENT_PER_Z, CodecConfig, LatentCodec, lmbda_of
-from ulic.runtime import tune_allocator
+from ulic.runtime import channels_last, tune_allocator
 from ulic.train import distributed
 from ulic.train.common import (
     LatentCrops,
@@ -162,7 +162,7 @@ def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
 
         decoder = load_vae().decoder
         if args.bf16:
-            decoder = decoder.to(memory_format=torch.channels_last)
+            decoder = channels_last(decoder)
     if args.weighted and args.distortion == "latent":
         probe = [v[:, :32, :32] for v in list(train.values())[:: max(1, len(train) // 4)][:4]]
         weights = channel_sensitivity(load_vae().decoder, probe)
