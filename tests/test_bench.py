@@ -1,4 +1,5 @@
-"""`python -m ulic.tools.bench_codec --vae-only`: the TAEF2 ceiling measurement writes a sane JSON."""
+"""The benchmark tools write sane JSON: the TAEF2 ceiling (`bench_codec --vae-only`), `ulic bench`,
+and the TAEF2 execution variants (`bench_vae_layout`)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,15 @@ def test_ulic_bench_reports_every_stage(tmp_path, cli):
         assert row["decode"][stage] >= 0
     assert row["encode_over_vae"] > 0 and row["decode_over_vae"] > 0
     assert out.with_suffix(".png").exists()
+
+
+@needs_vae
+def test_vae_layout_bench_compares_variants_to_the_default(tmp_path):
+    """Every execution variant of TAEF2 runs, and its output stays within float rounding."""
+    from ulic.tools.bench_vae_layout import main
+
+    out = tmp_path / "layout.json"
+    assert main(["--size", "64x64", "--runs", "1", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]
+    assert {"encoder/default", "encoder/channels_last", "decoder/jit_frozen"} <= set(res)
+    assert all(v["seconds"] > 0 and v["max_abs_diff"] < 1e-3 for v in res.values())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
 import sys
 import time
@@ -24,8 +23,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps
 
-from ulic.atomic import write_text_atomic
-from ulic.tools.common import parse_size
+from ulic.tools.common import emit_json, parse_size
 
 
 def sample_files(n: int, size: tuple[int, int], bpp: float, device: str) -> list[bytes]:
@@ -104,11 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean_bytes": statistics.mean(len(f) for f in files),
         **measure(files, str(dev), args.batch),
     }
-    text = json.dumps(doc, indent=1) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(args.out, text)
-    print(text, end="")
+    emit_json(doc, args.out)
     return 0
 
 

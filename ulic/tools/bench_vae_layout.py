@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import time
@@ -26,9 +25,8 @@ from pathlib import Path
 
 import torch
 
-from ulic.atomic import write_text_atomic
 from ulic.runtime import channels_last
-from ulic.tools.common import parse_size
+from ulic.tools.common import emit_json, parse_size
 
 
 def _timed(fn: Callable[[], torch.Tensor], runs: int) -> tuple[float, torch.Tensor]:
@@ -103,11 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "results": measure(args.size, args.runs),
     }
-    text = json.dumps(doc, indent=1) + "\n"
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(args.out, text)
-    print(text, end="")
+    emit_json(doc, args.out)
     return 0
 
 

@@ -1,6 +1,10 @@
-"""What the benchmark tools share: reading a WIDTHxHEIGHT size and a process's own peak memory."""
+"""What the benchmark tools share: reading a WIDTHxHEIGHT size, a process's own peak memory and
+writing their JSON."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -21,3 +25,14 @@ def own_peak_rss_mb() -> float:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def emit_json(doc: dict, out: Path | None) -> None:
+    """Print the document as JSON, and write it atomically to `out` when given."""
+    from ulic.atomic import write_text_atomic
+
+    text = json.dumps(doc, indent=1) + "\n"
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, text)
+    print(text, end="")
