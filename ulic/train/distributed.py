@@ -110,5 +110,8 @@ def write_ranks(run_dir: Path, model: nn.Module, my_shard: list, r: Rank) -> Non
 
 
 def finish(r: Rank) -> None:
+    """Leave the process group together: a barrier first, so that no rank tears its connections
+    down while another still uses them (gloo can then abort a process at exit)."""
     if r.distributed:
+        dist.barrier()
         dist.destroy_process_group()
