@@ -310,15 +310,17 @@ def _run_decoder(
     return latent, decoder, k, pixel
 
 
-def _entropy_decode(data: bytes, model: LoadedModel, timer: StageTimer) -> tuple[bitstream.Container, torch.Tensor]:
-    """File bytes -> (header, z_c (1, 32, Hp/8, Wp/8) on the CPU): parse, entropy decoding and
-    synthesis, always on the CPU (the integer path that makes decoding exact)."""
+def _entropy_decode(
+    data: bytes, model: LoadedModel, timer: StageTimer
+) -> tuple[bitstream.Container, str | None, torch.Tensor]:
+    """File bytes -> (header, caption or None, z_c (1, 32, Hp/8, Wp/8) on the CPU): parse, entropy
+    decoding and synthesis, always on the CPU (the integer path that makes decoding exact)."""
     check_container_length(data, model.codec)  # size limits and length, before the check and parse
     c = bitstream.parse(data, model.fingerprint, max_pixels())
-    bitstream.read_extras(c.sections[1:])  # the extra sections are valid before any decoding work
+    caption = bitstream.read_extras(c.sections[1:]).get("caption")  # valid before any decoding work
     timer.mark("parse")
     hp, wp = padded(c.height, c.width, model.codec.cfg.downsample)
-    return c, model.codec.decompress(c.sections[0], (hp // SCALE, wp // SCALE), c.quality, timer)
+    return c, caption, model.codec.decompress(c.sections[0], (hp // SCALE, wp // SCALE), c.quality, timer)
 
 
 def _pixels(latent: torch.Tensor, pixel: Any) -> torch.Tensor:
@@ -360,14 +362,13 @@ def decode(
     dev = resolve_device(device) if device else default_device()
     model = model or load_model()
     timer = StageTimer()
-    c, z_c = _entropy_decode(data, model, timer)
+    c, caption, z_c = _entropy_decode(data, model, timer)
     latent, used, k, pixel = _run_decoder(
         z_c.to(dev), c.quality, model, decoder, steps, [seed_from_bytes(data)], realism, timer
     )
     latent = latent[:, :, : -(-c.height // SCALE), : -(-c.width // SCALE)]
     img = _pixels(latent, pixel)[:, :, : c.height, : c.width]
     timer.mark("vae_decode")
-    caption = bitstream.read_extras(c.sections[1:]).get("caption")
     return DecodeResult(img, latent.cpu(), c, _decode_seconds(timer), used, k, caption)
 
 
@@ -391,22 +392,21 @@ def decode_batch(
     model = model or load_model()
     parsed = [_entropy_decode(d, model, StageTimer()) for d in datas]
     groups: dict[tuple, list[int]] = {}  # same image size (so same padded size) and q byte
-    for i, (c, _) in enumerate(parsed):
+    for i, (c, _, _) in enumerate(parsed):
         groups.setdefault((c.height, c.width, c.quality), []).append(i)
     out: list[DecodeResult | None] = [None] * len(datas)
     for (h, w, q_byte), members in groups.items():
         for j in range(0, len(members), max(1, batch)):
             idx = members[j : j + max(1, batch)]
             timer = StageTimer()
-            z_c = torch.cat([parsed[i][1] for i in idx]).to(dev)
+            z_c = torch.cat([parsed[i][2] for i in idx]).to(dev)
             seeds = [seed_from_bytes(datas[i]) for i in idx]
             latent, used, k, pixel = _run_decoder(z_c, q_byte, model, decoder, steps, seeds, realism, timer)
             latent = latent[:, :, : -(-h // SCALE), : -(-w // SCALE)]  # as `decode`: the VAE's GroupNorm sees this
             imgs = _pixels(latent, pixel)[:, :, :h, :w]
             share = {"total": timer.total() / len(idx)}
             for n, i in enumerate(idx):
-                c = parsed[i][0]
-                caption = bitstream.read_extras(c.sections[1:]).get("caption")
+                c, caption, _ = parsed[i]
                 out[i] = DecodeResult(imgs[n : n + 1], latent[n : n + 1].cpu(), c, dict(share), used, k, caption)
     return [r for r in out if r is not None]
 
