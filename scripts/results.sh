@@ -1,7 +1,7 @@
 #!/bin/sh
 # Regenerates every table of the README and results/ from scratch: `make results` (or run a
-# part: `sh scripts/results.sh baselines|dense|ulic|stage2|other|report`). Times are for 2 CPU
-# cores (AMD EPYC, AVX2) with nothing else running; `all` is about 6 hours.
+# part: `sh scripts/results.sh baselines|dense|ulic|stage2|other|fid|semantics|fuzz|report`). Times are for 2 CPU
+# cores (AMD EPYC, AVX2) with nothing else running; `all` is about 7 hours.
 # Needs ULIC_KODAK_DIR (the Makefile sets it from ../shared) and a set-up .venv.
 set -e
 BIN=${BIN:-.venv/bin}
@@ -70,6 +70,16 @@ fid() {  # results/kodak/fid64/: FID/64 near 0.03 bpp on the first 6 images, HEV
         --decoder diffusion --steps 4 --metrics psnr,lpips_alex --settings 50 60 --fid 64
 }
 
+semantics() {  # results/kodak/ulic-pfo-e{1,2}* (--effort), src_bytes.json, results/bench/effort.json (~45 min)
+    for e in 1 2; do
+        $BIN/ulic eval --data "$K" --codec ulic --name ulic-pfo-e$e --decoder diffusion --steps 4 \
+            --settings 40 50 60 --effort $e
+        $BIN/ulic eval --compare ulic-realism ulic-pfo-e$e
+    done
+    $BIN/python -m ulic.tools.bench_src --data "$K" --out results/kodak/src_bytes.json
+    $BIN/python -m ulic.tools.bench_effort --image "$K/kodim23.png" --out results/bench/effort.json
+}
+
 fuzz() {  # results/fuzz.json: 100,000 hostile inputs (~20 min)
     $BIN/python -m ulic.tools.fuzz --n 100000 --hang-s 20 --out results/fuzz.json
 }
@@ -79,7 +89,7 @@ report() {  # plots, BD-rate and matched-rate tables, report.html with crops (~2
 }
 
 case $part in
-    all) baselines; dense; ulic; stage2; other; fid; fuzz; report ;;
-    baselines | dense | ulic | stage2 | other | fid | report | fuzz) $part ;;
-    *) echo "usage: $0 [all|baselines|dense|ulic|stage2|other|fid|report|fuzz]" >&2; exit 2 ;;
+    all) baselines; dense; ulic; stage2; other; fid; semantics; fuzz; report ;;
+    baselines | dense | ulic | stage2 | other | fid | semantics | report | fuzz) $part ;;
+    *) echo "usage: $0 [all|baselines|dense|ulic|stage2|other|fid|semantics|report|fuzz]" >&2; exit 2 ;;
 esac

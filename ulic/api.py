@@ -15,20 +15,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from ulic import bitstream
 from ulic.codec.model import Q_STEPS
-from ulic.codec.optimize import optimize_latents
-from ulic.diffusion import DECODERS
+from ulic.codec.optimize import Objective, optimize_latents, tune_latents
+from ulic.diffusion import DECODERS, MAX_EFFORT
+from ulic.diffusion.pfo import EFFORTS, latent_path_mse
 from ulic.errors import BitstreamError, InputImageError, UlicError
 from ulic.imageio import load_image, max_pixels, to_pil
 from ulic.limits import check_container_length, check_size, padded, read_container
 from ulic.model_store import LoadedModel, load_model
 from ulic.pixels import psnr  # noqa: F401 (part of the API)
 from ulic.runtime import default_device, on_device, resolve_device, tune_allocator
+from ulic.semantics.src import encoder_section, file_concepts
+from ulic.semantics.vocabulary import Semantics
 from ulic.timing import StageTimer
 from ulic.vae.taef2 import SCALE
 from ulic.vae.tiling import decode_tiled
@@ -69,7 +73,12 @@ def quality_to_byte(quality: float) -> int:
 
 
 def check_encode_options(
-    quality: float | None = None, bpp: float | None = None, max_bytes: int | None = None, optimize: int = 0
+    quality: float | None = None,
+    bpp: float | None = None,
+    max_bytes: int | None = None,
+    optimize: int = 0,
+    effort: int = 0,
+    src: bool = False,
 ) -> None:
     """Raise UlicError unless the rate and optimisation options of `encode` are valid: called
     before any work, so a bad option costs nothing."""
@@ -83,6 +92,12 @@ def check_encode_options(
         raise UlicError(f"max_bytes must be a positive whole number, got {max_bytes!r}")
     if not (_is_whole(optimize) and 0 <= optimize <= 1000):
         raise UlicError(f"optimize must be a whole number of steps in 0..1000, got {optimize!r}")
+    if not (_is_whole(effort) and 0 <= effort <= MAX_EFFORT):
+        raise UlicError(f"effort must be a whole number in 0..{MAX_EFFORT}, got {effort!r}")
+    if optimize and effort:
+        raise UlicError("give optimize (fidelity mode) or effort (perceptual mode), not both")
+    if not isinstance(src, bool):
+        raise UlicError(f"src must be True or False, got {src!r}")
 
 
 def encode_latent(x: torch.Tensor, model: LoadedModel, device: torch.device | None = None) -> torch.Tensor:
@@ -104,16 +119,28 @@ class LatentCoder:
     model's ideal bits of the entropy-coded section)."""
 
     def __init__(
-        self, y: torch.Tensor, z: torch.Tensor, h: int, w: int, model: LoadedModel, extras: tuple[bytes, ...] = ()
+        self,
+        y: torch.Tensor,
+        z: torch.Tensor,
+        h: int,
+        w: int,
+        model: LoadedModel,
+        extras: tuple[bytes, ...] = (),
+        concepts: tuple[Semantics, np.ndarray] | None = None,
     ):
         self.y, self.z, self.h, self.w, self.model = y, z, h, w, model
         self.extras = list(extras)  # further sections (a caption), counted in every size
+        self.concepts = concepts  # (vocabulary, ids): an SRC section, priced at each q
         self.cache: dict[int, tuple[bytes, float]] = {}
 
     def __call__(self, q: int) -> tuple[bytes, float]:
         if q not in self.cache:
             payload, bits = self.model.codec.compress_latents(self.y, self.z, q)
-            c = bitstream.Container(self.h, self.w, q, self.model.model_id, [payload, *self.extras])
+            sections = [payload, *self.extras]
+            if self.concepts is not None:
+                _, sym, mean_s, _ = self.model.codec.symbols(self.y, self.z, q)
+                sections.insert(1, encoder_section(*self.concepts, sym, mean_s, (self.h, self.w), q))
+            c = bitstream.Container(self.h, self.w, q, self.model.model_id, sections)
             self.cache[q] = (c.to_bytes(self.model.fingerprint), bits)
         return self.cache[q]
 
@@ -165,15 +192,52 @@ def _pick_q(coder: LatentCoder, quality: float | None, bpp: float | None, max_by
     return quality_to_byte(50.0 if quality is None else quality)
 
 
+def _pfo_objective(model: LoadedModel, latent: torch.Tensor, h: int, w: int, q: int) -> Objective:
+    """The perceptual fidelity optimiser's objective for this image at q byte q, through the
+    model's decoder at its default realism."""
+    from ulic.model_store import load_decoder
+
+    loaded = load_decoder(str(model.folder)) if model.folder is not None else None
+    if loaded is None:
+        raise UlicError("effort needs a model with a diffusion decoder (decoder.json is missing)")
+    dec, cfg = loaded
+    realism = float(cfg.get("default_realism", 1.0)) if dec.cfg.realism else None
+    return latent_path_mse(dec, latent[:, :, : -(-h // SCALE), : -(-w // SCALE)], q, realism)
+
+
+def _concepts(model: LoadedModel, x: torch.Tensor) -> tuple[Semantics, np.ndarray]:
+    """The model's concept vocabulary and this image's region concept ids."""
+    from ulic.model_store import load_semantics
+    from ulic.semantics.encoder import region_embeddings
+
+    sem = load_semantics(str(model.folder)) if model.folder is not None else None
+    if sem is None:
+        raise UlicError("src needs a model with a concept vocabulary (semantics.json is missing)")
+    return sem, sem.assign(region_embeddings(x))
+
+
 def _optimized(
-    coder: LatentCoder, q: int, x: torch.Tensor, steps: int, target: tuple[float | None, float | None, int | None]
+    coder: LatentCoder,
+    q: int,
+    x: torch.Tensor,
+    latent: torch.Tensor,
+    optimize: int,
+    effort: int,
+    target: tuple[float | None, float | None, int | None],
 ) -> tuple[LatentCoder, int]:
-    """(coder, q) after `steps` of encode-time optimisation at q byte q; with a rate target
-    (quality, bpp, max_bytes) the rate is searched again on the tuned latents."""
-    y, z = optimize_latents(coder.model.codec, load_vae().decoder, x, coder.y, coder.z, q, steps)
+    """(coder, q) after encode-time optimisation at q byte q: `optimize` steps of the fidelity
+    mode or the perceptual optimiser at `effort`; with a rate target (quality, bpp, max_bytes)
+    the rate is searched again on the tuned latents."""
+    codec = coder.model.codec
+    if effort:
+        e = EFFORTS[effort]
+        objective = _pfo_objective(coder.model, latent, coder.h, coder.w, q)
+        y, z = tune_latents(codec, objective, (coder.h, coder.w), coder.y, coder.z, q, e.steps, e.lr)
+    else:
+        y, z = optimize_latents(codec, load_vae().decoder, x, coder.y, coder.z, q, optimize)
     if y is coder.y:  # nothing tuned
         return coder, q
-    tuned = LatentCoder(y, z, coder.h, coder.w, coder.model, tuple(coder.extras))
+    tuned = LatentCoder(y, z, coder.h, coder.w, coder.model, tuple(coder.extras), coder.concepts)
     try:
         return tuned, _pick_q(tuned, *target)
     except UlicError:  # the target is reachable only without tuning: keep the start
@@ -189,16 +253,23 @@ def encode(
     optimize: int = 0,
     device: str | None = None,
     caption: str | None = None,
+    effort: int = 0,
+    src: bool = False,
 ) -> EncodeResult:
     """Compress an image (path, bytes, PIL image or uint8 array). Give at most one of
     quality (0..100), bpp (target bits per pixel, +-3%) or max_bytes (largest file that fits).
     optimize: encode-time optimisation steps for this image (0: off, the default; 20: the
     fidelity mode, see `ulic.codec.optimize`); with bpp or max_bytes the rate search runs
-    again on the tuned latents. device: where the VAE encoder runs ("cpu", "cuda" or "auto";
+    again on the tuned latents. effort: 0 (off, the default) .. 3, the perceptual fidelity
+    optimiser (`ulic.diffusion.pfo`): encode-time tuning for the default decoder, more effort
+    is slower; not together with optimize. device: where the VAE encoder runs ("cpu", "cuda" or "auto";
     default `ulic.runtime.default_device()`, the CPU unless set); the latent codec and the
     entropy coder always run on the CPU. caption: text stored in the file as UTF-8 (at most
-    1024 bytes; its bytes count in the rate), read back by `decode` and `ulic info`."""
-    check_encode_options(quality, bpp, max_bytes, optimize)
+    1024 bytes; its bytes count in the rate), read back by `decode` and `ulic info`. src: add the
+    semantic residual section (concept ids of a 4 x 4 grid of regions, priced by the decoder's
+    prediction from the latent; its bytes count in the rate), read back as `decode(...).concepts`;
+    needs a model with a concept vocabulary."""
+    check_encode_options(quality, bpp, max_bytes, optimize, effort, src)
     extras = (bitstream.caption_section(caption),) if caption is not None else ()
     dev = resolve_device(device) if device else default_device()
     tune_allocator()
@@ -210,12 +281,13 @@ def encode(
     timer.mark("read")
     latent = encode_latent(x, model, dev)
     timer.mark("vae_encode")
-    coder = LatentCoder(*model.codec.analyse(latent), h, w, model, extras)
+    concepts = _concepts(model, x) if src else None
+    coder = LatentCoder(*model.codec.analyse(latent), h, w, model, extras, concepts)
     timer.mark("analysis")
     q = _pick_q(coder, quality, bpp, max_bytes)
     timer.mark("rate_search")
-    if optimize:
-        coder, q = _optimized(coder, q, x, optimize, (quality, bpp, max_bytes))
+    if optimize or effort:
+        coder, q = _optimized(coder, q, x, latent, optimize, effort, (quality, bpp, max_bytes))
     timer.mark("optimize")
     data, bits = coder(q)
     if bpp is not None:
@@ -247,9 +319,14 @@ def compress(
     optimize: int = 0,
     device: str | None = None,
     caption: str | None = None,
+    effort: int = 0,
+    src: bool = False,
 ) -> bytes:
     """Compress an image to .ulic bytes."""
-    return encode(image, quality, bpp, max_bytes, optimize=optimize, device=device, caption=caption).data
+    r = encode(
+        image, quality, bpp, max_bytes, optimize=optimize, device=device, caption=caption, effort=effort, src=src
+    )
+    return r.data
 
 
 @dataclass
@@ -261,6 +338,7 @@ class DecodeResult:
     decoder: str = "fast"
     steps: int = 0
     caption: str | None = None  # the file's caption section, if it has one
+    concepts: list[int] | None = None  # the SRC section's concept ids, if the file and the model have them
 
 
 def check_decode_options(decoder: str | None = None, steps: int | None = None, realism: float | None = None) -> None:
@@ -310,17 +388,35 @@ def _run_decoder(
     return latent, decoder, k, pixel
 
 
-def _entropy_decode(
-    data: bytes, model: LoadedModel, timer: StageTimer
-) -> tuple[bitstream.Container, str | None, torch.Tensor]:
-    """File bytes -> (header, caption or None, z_c (1, 32, Hp/8, Wp/8) on the CPU): parse, entropy
-    decoding and synthesis, always on the CPU (the integer path that makes decoding exact)."""
+@dataclass
+class _Parsed:
+    header: bitstream.Container
+    caption: str | None
+    concepts: list[int] | None
+    z_c: torch.Tensor  # (1, 32, Hp/8, Wp/8) on the CPU
+
+
+def _entropy_decode(data: bytes, model: LoadedModel, timer: StageTimer) -> _Parsed:
+    """File bytes -> header, caption, concept ids and z_c: parse, entropy decoding and synthesis,
+    always on the CPU (the integer path that makes decoding exact)."""
     check_container_length(data, model.codec)  # size limits and length, before the check and parse
     c = bitstream.parse(data, model.fingerprint, max_pixels())
-    caption = bitstream.read_extras(c.sections[1:]).get("caption")  # valid before any decoding work
+    extras = bitstream.read_extras(c.sections[1:])  # valid before any decoding work
+    caption, src = extras.get("caption"), extras.get("src")
     timer.mark("parse")
     hp, wp = padded(c.height, c.width, model.codec.cfg.downsample)
-    return c, caption, model.codec.decompress(c.sections[0], (hp // SCALE, wp // SCALE), c.quality, timer)
+    z_c = model.codec.decompress(c.sections[0], (hp // SCALE, wp // SCALE), c.quality, timer)
+    return _Parsed(c, caption if isinstance(caption, str) else None, _file_concepts(model, c, src), z_c)
+
+
+def _file_concepts(model: LoadedModel, c: bitstream.Container, src: object) -> list[int] | None:
+    """The SRC section's concept ids (None without one, or when the model has no vocabulary)."""
+    from ulic.model_store import load_semantics
+
+    if not isinstance(src, bytes) or model.folder is None:
+        return None
+    sem = load_semantics(str(model.folder))
+    return None if sem is None else file_concepts(model.codec, c, src, sem)
 
 
 def _pixels(latent: torch.Tensor, pixel: Any) -> torch.Tensor:
@@ -362,14 +458,15 @@ def decode(
     dev = resolve_device(device) if device else default_device()
     model = model or load_model()
     timer = StageTimer()
-    c, caption, z_c = _entropy_decode(data, model, timer)
+    p = _entropy_decode(data, model, timer)
+    c = p.header
     latent, used, k, pixel = _run_decoder(
-        z_c.to(dev), c.quality, model, decoder, steps, [seed_from_bytes(data)], realism, timer
+        p.z_c.to(dev), c.quality, model, decoder, steps, [seed_from_bytes(data)], realism, timer
     )
     latent = latent[:, :, : -(-c.height // SCALE), : -(-c.width // SCALE)]
     img = _pixels(latent, pixel)[:, :, : c.height, : c.width]
     timer.mark("vae_decode")
-    return DecodeResult(img, latent.cpu(), c, _decode_seconds(timer), used, k, caption)
+    return DecodeResult(img, latent.cpu(), c, _decode_seconds(timer), used, k, p.caption, p.concepts)
 
 
 def decode_batch(
@@ -392,22 +489,25 @@ def decode_batch(
     model = model or load_model()
     parsed = [_entropy_decode(d, model, StageTimer()) for d in datas]
     groups: dict[tuple, list[int]] = {}  # same image size (so same padded size) and q byte
-    for i, (c, _, _) in enumerate(parsed):
+    for i, p in enumerate(parsed):
+        c = p.header
         groups.setdefault((c.height, c.width, c.quality), []).append(i)
     out: list[DecodeResult | None] = [None] * len(datas)
     for (h, w, q_byte), members in groups.items():
         for j in range(0, len(members), max(1, batch)):
             idx = members[j : j + max(1, batch)]
             timer = StageTimer()
-            z_c = torch.cat([parsed[i][2] for i in idx]).to(dev)
+            z_c = torch.cat([parsed[i].z_c for i in idx]).to(dev)
             seeds = [seed_from_bytes(datas[i]) for i in idx]
             latent, used, k, pixel = _run_decoder(z_c, q_byte, model, decoder, steps, seeds, realism, timer)
             latent = latent[:, :, : -(-h // SCALE), : -(-w // SCALE)]  # as `decode`: the VAE's GroupNorm sees this
             imgs = _pixels(latent, pixel)[:, :, :h, :w]
             share = {"total": timer.total() / len(idx)}
             for n, i in enumerate(idx):
-                c, caption, _ = parsed[i]
-                out[i] = DecodeResult(imgs[n : n + 1], latent[n : n + 1].cpu(), c, dict(share), used, k, caption)
+                p = parsed[i]
+                out[i] = DecodeResult(
+                    imgs[n : n + 1], latent[n : n + 1].cpu(), p.header, dict(share), used, k, p.caption, p.concepts
+                )
     return [r for r in out if r is not None]
 
 

@@ -160,20 +160,21 @@ def compress_dir(
     log: Callable[[str], None] = print,
     optimize: int = 0,
     shard: tuple[int, int] | None = None,
+    effort: int = 0,
 ) -> BatchSummary:
-    """Compress every image under in_dir to out_dir/<same relative path>.ulic (optimize:
-    encode-time optimisation steps, see `ulic.api.encode`; shard (K, N): only this worker's
+    """Compress every image under in_dir to out_dir/<same relative path>.ulic (optimize,
+    effort: encode-time optimisation, see `ulic.api.encode`; shard (K, N): only this worker's
     share, see `in_shard`)."""
     from ulic.api import check_encode_options, encode
 
-    check_encode_options(quality, bpp, max_bytes, optimize)  # before any work
+    check_encode_options(quality, bpp, max_bytes, optimize, effort)  # before any work
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     pairs = shard_pairs(output_pairs(in_dir, out_dir, IMAGE_SUFFIXES, ".ulic"), out_dir, shard)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir)
 
     def work(src: Path, dst: Path) -> tuple[int, int]:
-        r = encode(src, quality=quality, bpp=bpp, max_bytes=max_bytes, optimize=optimize)
+        r = encode(src, quality=quality, bpp=bpp, max_bytes=max_bytes, optimize=optimize, effort=effort)
         for n in r.notices:
             log(f"{src}: notice: {n}")
         save_atomic(r.data, dst, source=src)

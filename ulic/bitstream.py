@@ -13,7 +13,8 @@
 
 Fixed overhead of a one-section image with sides below 16,384 px: 1 + 2 + 2 + 1 + 2 = 8 bytes.
 The first section is always the entropy-coded latent; each further section starts with a kind
-byte (SECTION_CAPTION: the user's caption, UTF-8), at most one section of each kind.
+byte (SECTION_CAPTION: the user's caption, UTF-8; SECTION_SRC: concept ids, `ulic.semantics.src`),
+at most one section of each kind.
 Version 1 ("UL", version, model id byte, sizes, quality, section count, sections, CRC: 12
 bytes) is still read.
 """
@@ -33,9 +34,12 @@ LEAD_MULTI = 0x08  # lead-byte flag: more than one section
 MAX_SECTIONS = 16
 CHECK_BYTES = 2
 SECTION_CAPTION = 0x01  # kind byte of an extra section: user text, UTF-8, not read by any model
+SECTION_SRC = 0x02  # kind byte of the semantic residual section (`ulic.semantics.src`)
 MAX_CAPTION_BYTES = 1024
-EXTRA_KINDS = {SECTION_CAPTION: "caption"}
-MAX_EXTRA_BYTES = 16 + MAX_CAPTION_BYTES + 1  # section count and lengths, and every extra section
+MAX_SRC_BYTES = 64  # vocabulary id, flags and the coded concept ids (16 ids of at most 16 bits: 32)
+EXTRA_KINDS = {SECTION_CAPTION: "caption", SECTION_SRC: "src"}
+EXTRA_LIMITS = {"caption": MAX_CAPTION_BYTES, "src": MAX_SRC_BYTES}  # bytes after the kind byte
+MAX_EXTRA_BYTES = 16 + sum(v + 1 for v in EXTRA_LIMITS.values())  # section count and lengths, every extra section
 
 
 def caption_section(text: str) -> bytes:
@@ -51,10 +55,11 @@ def caption_section(text: str) -> bytes:
     return bytes([SECTION_CAPTION]) + raw
 
 
-def read_extras(sections: list[bytes]) -> dict[str, str]:
-    """The extra sections (all but the first) by kind name, e.g. {"caption": "..."}; a
-    BitstreamError for an unknown or repeated kind, an empty section or invalid text."""
-    out: dict[str, str] = {}
+def read_extras(sections: list[bytes]) -> dict[str, str | bytes]:
+    """The extra sections (all but the first) by kind name: {"caption": text, "src": the SRC
+    section's bytes after its kind byte}; a BitstreamError for an unknown or repeated kind, an
+    empty or over-long section or a caption that is not UTF-8."""
+    out: dict[str, str | bytes] = {}
     for s in sections:
         if not s:
             raise BitstreamError("malformed file (an empty extra section)")
@@ -63,8 +68,11 @@ def read_extras(sections: list[bytes]) -> dict[str, str]:
             raise BitstreamError(f"unknown section kind {s[0]} (written by a newer ulic?)")
         if kind in out:
             raise BitstreamError(f"malformed file (two {kind} sections)")
-        if len(s) - 1 > MAX_CAPTION_BYTES:
+        if len(s) - 1 > EXTRA_LIMITS[kind]:
             raise BitstreamError(f"malformed file (a {kind} of {len(s) - 1} bytes)")
+        if kind == "src":
+            out[kind] = bytes(s[1:])
+            continue
         try:
             out[kind] = s[1:].decode("utf-8")
         except UnicodeDecodeError:

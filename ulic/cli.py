@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from ulic.diffusion import DECODERS
+from ulic.diffusion import DECODERS, MAX_EFFORT
 from ulic.errors import UlicError
 
 
@@ -57,12 +57,21 @@ def cmd_compress(a: argparse.Namespace) -> int:
     from ulic.bitstream import caption_section
     from ulic.imageio import check_output, save_atomic
 
-    check_encode_options(a.quality, a.bpp, a.max_bytes, a.optimize)
+    check_encode_options(a.quality, a.bpp, a.max_bytes, a.optimize, a.effort)
     if a.caption is not None:
         caption_section(a.caption)  # a bad caption costs nothing either
     out = a.output or _default_output(a.input, ".ulic")
     check_output(out, source=a.input)  # before the work: a bad output costs nothing
-    r = encode(a.input, quality=a.quality, bpp=a.bpp, max_bytes=a.max_bytes, optimize=a.optimize, caption=a.caption)
+    r = encode(
+        a.input,
+        quality=a.quality,
+        bpp=a.bpp,
+        max_bytes=a.max_bytes,
+        optimize=a.optimize,
+        caption=a.caption,
+        effort=a.effort,
+        src=a.src,
+    )
     for n in r.notices:
         print(f"ulic: notice: {n}", file=sys.stderr)
     save_atomic(r.data, out, source=a.input)
@@ -98,20 +107,33 @@ def _problem(check) -> str:
         return str(e)
 
 
-def _extras(sections: list[bytes]) -> dict:
-    """`ulic info` fields of the extra sections: the caption and its bytes, or the problem."""
+def _extras(c, model) -> dict:
+    """`ulic info` fields of the extra sections: the caption and its bytes, the SRC section's
+    bytes and concept ids (when the loaded model has the vocabulary), or the problem."""
     from ulic import bitstream
+    from ulic.model_store import load_semantics
+    from ulic.semantics.src import file_concepts
 
-    if not sections:
+    if len(c.sections) < 2:
         return {}
     try:
-        extras = bitstream.read_extras(sections)
+        extras = bitstream.read_extras(c.sections[1:])
     except UlicError as e:
         return {"extra_sections": str(e)}
     out: dict = {}
-    if "caption" in extras:
-        out["caption"] = extras["caption"]
-        out["caption_bytes"] = len(extras["caption"].encode("utf-8")) + 1  # with its kind byte
+    caption, src = extras.get("caption"), extras.get("src")
+    if isinstance(caption, str):
+        out["caption"] = caption
+        out["caption_bytes"] = len(caption.encode("utf-8")) + 1  # with its kind byte
+    if isinstance(src, bytes):
+        out["src_bytes"] = len(src) + 1
+        sem = load_semantics(str(model.folder)) if model.folder is not None else None
+        try:
+            out["concepts"] = (
+                file_concepts(model.codec, c, src, sem) if sem is not None else "this model has no concept vocabulary"
+            )
+        except UlicError as e:
+            out["concepts"] = str(e)
     return out
 
 
@@ -134,7 +156,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         "format_version": c.version,
         "model_id": c.model_id,
         "sections": [len(s) for s in c.sections],
-        **_extras(c.sections[1:]),
+        **_extras(c, model),
         "overhead_bytes": len(data) - sum(map(len, c.sections)),
         "check_with_loaded_model": _problem(lambda: bitstream.parse(data, model.fingerprint)),
         "length_with_loaded_model": _problem(lambda: check_container_length(data, model.codec)),
@@ -149,7 +171,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
     image = a.input or default_example()
     t0 = time.perf_counter()
-    r = encode(image, quality=a.quality, bpp=a.bpp, optimize=a.optimize)
+    r = encode(image, quality=a.quality, bpp=a.bpp, optimize=a.optimize, effort=a.effort)
     t1 = time.perf_counter()
     d = decode(r.data)
     t2 = time.perf_counter()
@@ -199,6 +221,7 @@ def cmd_compress_dir(a: argparse.Namespace) -> int:
             log=_quiet_log(a.quiet),
             optimize=a.optimize,
             shard=shard,
+            effort=a.effort,
         )
     )
 
@@ -230,6 +253,15 @@ def _add_optimize(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="encode-time optimisation steps for each image (fidelity mode: higher PSNR at the "
         "same bytes, slower encoding; docs/usage.md has the measured trade-off; default 0: off)",
+    )
+    parser.add_argument(
+        "--effort",
+        type=_number(f"a whole number in 0..{MAX_EFFORT}", 0, MAX_EFFORT, whole=True),
+        default=0,
+        metavar="E",
+        help=f"perceptual fidelity optimiser, 0..{MAX_EFFORT}: encode-time tuning of what is sent for "
+        "the default decoder (sharper at the same bytes, slower encoding; docs/usage.md has the "
+        "measured trade-off; default 0: off; not with --optimize)",
     )
 
 
@@ -291,6 +323,13 @@ def _add_file_commands(sub) -> None:
         default=None,
         metavar="TEXT",
         help="store TEXT in the file (UTF-8, at most 1024 bytes, counted in the rate; `ulic info` shows it)",
+    )
+    c.add_argument(
+        "--src",
+        action="store_true",
+        help="add the semantic residual section: concept ids of a 4x4 grid of regions, priced by the "
+        "decoder's prediction from the latent (a few bytes, counted in the rate; `ulic info` shows "
+        "them; no shipped decoder reads them yet, see docs/usage.md)",
     )
     c.set_defaults(func=cmd_compress)
     d = sub.add_parser("decompress", help=".ulic -> image (PNG)")

@@ -3,6 +3,7 @@ config plus safetensors weights whose sha256 the config records.
 
     folder/config.json   + model.safetensors     the latent codec (its sha256 is the model id in files)
     folder/decoder.json  + decoder.safetensors   stages 2-3: DRM, CDM denoiser, pixel decoder
+    folder/semantics.json + semantics.safetensors concept vocabulary and predictor (SRC; optional)
 
 Loading checks each hash and the format number and uses strict keys. Transform weights are
 stored in float16 (computed in float32); coding tables and the integer hyper-synthesis are
@@ -26,12 +27,15 @@ from ulic.codec.model import CodecConfig, CodingState, LatentCodec, config_dict
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.errors import WeightsError
 from ulic.runtime import channels_last
+from ulic.semantics.vocabulary import Semantics
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "ulic-base"
 CODEC_FILES = ("config.json", "model.safetensors")
 DECODER_FILES = ("decoder.json", "decoder.safetensors")
 CODEC_FORMAT = 1
 DECODER_FORMAT = 1
+SEMANTICS_FILES = ("semantics.json", "semantics.safetensors")
+SEMANTICS_FORMAT = 1
 
 
 def _half(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -138,3 +142,30 @@ def load_decoder(folder: str) -> tuple[DiffusionDecoder, dict] | None:
     if dec.pixel is not None:
         channels_last(dec.pixel)  # NHWC convolutions, as TAEF2's (ulic/vae/taef2.py)
     return dec.eval(), config
+
+
+# -- semantics -----------------------------------------------------------------------------------
+def save_semantics(sem: Semantics, folder: Path, extra: dict | None = None) -> dict:
+    """Write semantics.json and semantics.safetensors beside a codec; returns the config."""
+    config = {"format": SEMANTICS_FORMAT, "k": sem.k, "dim": int(sem.centroids.shape[1])}
+    return write_entry(folder, SEMANTICS_FILES, sem.tensors(), {**config, **(extra or {})})
+
+
+@lru_cache(maxsize=4)
+def load_semantics(folder: str) -> Semantics | None:
+    """The concept vocabulary and predictor of a model folder, or None when it has none."""
+    f = Path(folder)
+    if not (f / SEMANTICS_FILES[0]).exists():
+        return None
+    config, t, _ = read_entry(f, SEMANTICS_FILES, SEMANTICS_FORMAT, "concept vocabulary")
+    try:
+        if set(t) != {"centroids", "predictor.weight", "predictor.bias"}:
+            raise KeyError(f"keys {sorted(t)}")
+        sem = Semantics.from_tensors(t)
+        if sem.k != config["k"] or sem.predictor.weight.shape[0] != sem.k:
+            raise ValueError(
+                f"{sem.k} centroids and {sem.predictor.weight.shape[0]} predictor rows, config k {config['k']}"
+            )
+    except (KeyError, ValueError, TypeError) as e:
+        raise WeightsError(f"{f}/{SEMANTICS_FILES[1]} does not fit its config ({e})") from None
+    return sem

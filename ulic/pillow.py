@@ -3,7 +3,7 @@
     import ulic.pillow
     from PIL import Image
     im = Image.open("photo.ulic")              # decoded with the model's default decoder on load
-    im.save("photo.ulic", bpp=0.03)            # or quality=0..100, or max_bytes=N; optimize=N
+    im.save("photo.ulic", bpp=0.03)            # or quality=0..100, or max_bytes=N; optimize=N, effort=E
     im = ulic.pillow.open("photo.ulic", decoder="fast", steps=None, realism=None)  # options
     Image.open("photo.ulic").configure(decoder="mse")   # the same, before the pixels are used
 
@@ -30,7 +30,7 @@ from ulic.limits import PEEK_BYTES, container_bounds
 FORMAT = "ULIC"
 EXTENSION = ".ulic"
 MIME = "image/x-ulic"
-SAVE_OPTIONS = ("quality", "bpp", "max_bytes", "optimize")
+SAVE_OPTIONS = ("quality", "bpp", "max_bytes", "optimize", "effort", "src")
 
 
 def _accept(prefix: bytes) -> bool:
@@ -102,7 +102,7 @@ class _UlicDecoder(ImageFile.PyDecoder):
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    """Encode with the save() keywords quality, bpp, max_bytes and optimize."""
+    """Encode with the save() keywords quality, bpp, max_bytes, optimize, effort and src."""
     from ulic.api import encode
 
     options = {k: im.encoderinfo[k] for k in SAVE_OPTIONS if k in im.encoderinfo}

@@ -204,6 +204,13 @@ class GainedHyperprior(nn.Module):
     @torch.no_grad()
     def decompress_latents(self, data: bytes, z_hw: tuple[int, int], q_byte: int) -> torch.Tensor:
         """bytes -> y_hat * ig (1, M, 4 zh, 4 zw), what the synthesis transform takes."""
+        sym, mean_s = self.decode_symbols(data, z_hw, q_byte)
+        return ((sym.double() + mean_s) * self.coding_state.igain[q_byte].double()[None, :, None, None]).float()
+
+    @torch.no_grad()
+    def decode_symbols(self, data: bytes, z_hw: tuple[int, int], q_byte: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """bytes -> the y symbols (1, M, 4 zh, 4 zw) int64 and their exact float64 means, as
+        `symbols` gives them to the encoder."""
         tables, cfg = self.coding_state, self.cfg
         zh, zw = z_hw
         dec = range_coder.Decoder(data)
@@ -215,8 +222,7 @@ class GainedHyperprior(nn.Module):
         for level in np.unique(flat_idx):
             sel = flat_idx == level
             flat_sym[sel] = dec.decode(int(sel.sum()), tables.y_tables[level].numpy())
-        sym = torch.from_numpy(flat_sym - cfg.radius_y).reshape(mean_s.shape)
-        return ((sym.double() + mean_s) * tables.igain[q_byte].double()[None, :, None, None]).float()
+        return torch.from_numpy(flat_sym - cfg.radius_y).reshape(mean_s.shape), mean_s
 
 
 def _table_bits(symbols: np.ndarray, freq: torch.Tensor) -> float:

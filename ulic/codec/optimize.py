@@ -18,6 +18,7 @@ changes: the decoder and the files' format do not.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -64,27 +65,44 @@ def pixel_sse_grad(
     return sse, z_leaf.grad
 
 
-def optimize_latents(
+# An objective scores a synthesised latent z_c (1, 32, ceil(H/8), ceil(W/8)) at optimisation step
+# `step`: (distortion per image pixel in the units lambda(q) weighs, its gradient with respect to
+# z_c, or None when grad is False).
+Objective = Callable[[torch.Tensor, int, bool], tuple[float, "torch.Tensor | None"]]
+
+
+def pixel_mse(decoder: torch.nn.Sequential, image: torch.Tensor, bf16: bool | None = None) -> Objective:
+    """The fidelity mode's objective: MSE of the frozen TAEF2 decoder's image against image
+    (1, 3, H, W) in [0, 1], decoded in tiles (bounded memory at any size)."""
+    bf16 = native_bf16() if bf16 is None else bf16
+    n = 3 * image.shape[2] * image.shape[3]
+
+    def objective(z_c: torch.Tensor, step: int, grad: bool) -> tuple[float, torch.Tensor | None]:
+        sse, g = pixel_sse_grad(decoder, z_c, image, bf16, grad=grad)
+        return sse / n, (g / n if g is not None else None)
+
+    return objective
+
+
+def tune_latents(
     codec: LatentCodec,
-    decoder: torch.nn.Sequential,
-    image: torch.Tensor,
+    objective: Objective,
+    size: tuple[int, int],
     y: torch.Tensor,
     z: torch.Tensor,
     q_byte: int,
     iterations: int,
     lr: float = LEARNING_RATE,
-    bf16: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tune y (1, M, Hp/32, Wp/32) and z (1, Cz, Hp/128, Wp/128) for image (1, 3, H, W) in
-    [0, 1] at q byte q_byte; returns the pair with the lowest loss seen (the given pair if none
-    was lower)."""
+    """Tune y (1, M, Hp/32, Wp/32) and z (1, Cz, Hp/128, Wp/128) of an image of size (H, W) at
+    q byte q_byte for bits / (H W) + lambda(q) * objective; returns the pair with the lowest loss
+    seen (the given pair if none was lower)."""
     if iterations <= 0:
         return y, z
-    bf16 = native_bf16() if bf16 is None else bf16
     gains = codec.byte_gains(q_byte)
     lam = float(lmbda_of(torch.tensor(q_byte / Q_STEPS), codec.cfg))
-    pixels = image.shape[2] * image.shape[3]
-    lh, lw = -(-image.shape[2] // S), -(-image.shape[3] // S)  # the latent decoding keeps
+    pixels = size[0] * size[1]
+    lh, lw = -(-size[0] // S), -(-size[1] // S)  # the latent decoding keeps
     y_t, z_t = y.detach().clone().requires_grad_(True), z.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([y_t, z_t], lr=lr)
     best = (math.inf, y, z)
@@ -96,8 +114,8 @@ def optimize_latents(
             bits = codec.bits(y_hat, mean_s, scale_s, z_hat).sum()
             z_c = codec.g_s(y_hat * gains.y_inv)[:, :, :lh, :lw]  # (1, 32, ceil(H/8), ceil(W/8))
             last = i == iterations  # the last pass only scores the last step
-            sse, grad = pixel_sse_grad(decoder, z_c, image, bf16, grad=not last)
-            loss = bits.item() / pixels + lam * sse / (3 * pixels)  # of y_t, z_t as they are
+            dist, grad = objective(z_c.detach(), i, not last)
+            loss = bits.item() / pixels + lam * dist  # of y_t, z_t as they are
             if loss < best[0]:  # the start is kept as the given tensors themselves
                 best = (loss, y, z) if i == 0 else (loss, y_t.detach().clone(), z_t.detach().clone())
             if last:
@@ -106,6 +124,25 @@ def optimize_latents(
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * i / iterations))
             opt.zero_grad()
             assert grad is not None  # computed by every pass but the last
-            torch.autograd.backward([bits / pixels, z_c], [None, grad * (lam / (3 * pixels))])
+            torch.autograd.backward([bits / pixels, z_c], [None, grad * lam])
             opt.step()
     return best[1], best[2]
+
+
+def optimize_latents(
+    codec: LatentCodec,
+    decoder: torch.nn.Sequential,
+    image: torch.Tensor,
+    y: torch.Tensor,
+    z: torch.Tensor,
+    q_byte: int,
+    iterations: int,
+    lr: float = LEARNING_RATE,
+    bf16: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fidelity mode (`--optimize N`): `tune_latents` for the pixel MSE through the frozen
+    TAEF2 decoder of image (1, 3, H, W) in [0, 1]."""
+    if iterations <= 0:
+        return y, z
+    objective = pixel_mse(decoder, image, bf16)
+    return tune_latents(codec, objective, (image.shape[2], image.shape[3]), y, z, q_byte, iterations, lr)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ulic.diffusion import DECODERS
+from ulic.diffusion import DECODERS, MAX_EFFORT
 from ulic.errors import UlicError
 
 CODEC_CHOICES = ("ulic", "avif", "hevc", "jxl", "webp", "jpeg")
@@ -84,6 +84,14 @@ def _add_ulic_options(p: argparse.ArgumentParser) -> None:
         "settings name them as :oN, a setting without :o was encoded without",
     )
     p.add_argument(
+        "--effort",
+        type=int,
+        default=0,
+        metavar="E",
+        help="ulic only: perceptual fidelity optimiser level (default 0, as `ulic compress`); settings "
+        "name it as :eE",
+    )
+    p.add_argument(
         "--report",
         action="store_true",
         help="(re)build plots, BD-rate table and HTML report " "from all result JSONs in --out",
@@ -101,7 +109,9 @@ def _add_ulic_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _settings(codec: str, given: list[str] | None, decoder: str | None = None, optimize: int = 0) -> list[str]:
+def _settings(
+    codec: str, given: list[str] | None, decoder: str | None = None, optimize: int = 0, effort: int = 0
+) -> list[str]:
     from ulic.evaluation.baselines import default_settings, parse_setting
 
     if codec == "ulic":
@@ -115,7 +125,8 @@ def _settings(codec: str, given: list[str] | None, decoder: str | None = None, o
                 raise UlicError(f"ulic setting {q!r} is not a quality value 0..100") from None
             if not 0 <= v <= 100:
                 raise UlicError(f"ulic quality {v:g} outside 0..100")
-            out.append(f"ulic:q{v:g}" + (f":o{optimize}" if optimize else "") + (f":{decoder}" if decoder else ""))
+            tuned = (f":o{optimize}" if optimize else "") + (f":e{effort}" if effort else "")
+            out.append(f"ulic:q{v:g}" + tuned + (f":{decoder}" if decoder else ""))
         return out
     if not given:
         return default_settings(codec)
@@ -143,6 +154,10 @@ def _check(a: argparse.Namespace) -> tuple[tuple[str, ...], list[int]]:
         raise UlicError("nothing to do: give --codec (and --data), --report and/or --compare")
     if not 0 <= a.optimize <= 1000:
         raise UlicError(f"--optimize must be in 0..1000, got {a.optimize}")
+    if not 0 <= a.effort <= MAX_EFFORT:
+        raise UlicError(f"--effort must be in 0..{MAX_EFFORT}, got {a.effort}")
+    if a.optimize and a.effort:
+        raise UlicError("give --optimize or --effort, not both")
     if a.realism is not None and not 0 <= a.realism <= 1:
         raise UlicError(f"--realism must be in 0..1, got {a.realism:g}")
     if a.codec and not a.data:
@@ -198,12 +213,12 @@ def _run_codec(codec: str, a: argparse.Namespace, metrics: tuple[str, ...], fid_
     images = runner.list_images(a.data)[: a.limit or None]
     name = a.name if a.name and len(a.codec) == 1 else codec
     decoder = _decoder_tag(a) if codec == "ulic" else None
-    settings = _settings(codec, a.settings, decoder, a.optimize)
+    settings = _settings(codec, a.settings, decoder, a.optimize, a.effort)
     if not settings:
         raise UlicError(f"no settings given for codec {codec}")
     fid_settings = set(settings)
     if a.fid_settings is not None:
-        fid_settings = set(_settings(codec, a.fid_settings, decoder, a.optimize))
+        fid_settings = set(_settings(codec, a.fid_settings, decoder, a.optimize, a.effort))
         if not fid_settings <= set(settings):
             raise UlicError("--fid-settings must be a subset of --settings")
     cache = _model_cache(a.cache) if codec == "ulic" else a.cache

@@ -63,21 +63,23 @@ def _realism_part(part: str) -> float | None:
         return None
 
 
-def parse_ulic_setting(setting: str) -> tuple[float, int, str | None, int | None, float | None]:
-    """ "ulic:q<quality>[:o<optimize steps>][:mse|:fast|:diffusion<steps>][:r<realism>]" ->
-    (quality, optimize steps, decoder, diffusion steps, realism). No ":o" part means no
-    optimisation; no ":r" part, the model's default realism."""
+def parse_ulic_setting(setting: str) -> tuple[float, int, str | None, int | None, float | None, int]:
+    """ "ulic:q<quality>[:o<optimize steps>|:e<effort>][:mse|:fast|:diffusion<steps>][:r<realism>]"
+    -> (quality, optimize steps, decoder, diffusion steps, realism, effort). No ":o" or ":e" part
+    means no encode-time optimisation; no ":r" part, the model's default realism."""
     parts = setting.split(":")
-    decoder, steps, optimize, realism = None, None, 0, None
+    decoder, steps, optimize, realism, effort = None, None, 0, None, 0
     for part in parts[2:]:
         if part[:1] == "o" and part[1:].isdigit():
             optimize = int(part[1:])
+        elif part[:1] == "e" and part[1:].isdigit():
+            effort = int(part[1:])
         elif _realism_part(part) is not None:
             realism = _realism_part(part)
         else:
             decoder = part.rstrip("0123456789")
             steps = int(part[len(decoder) :]) if part[len(decoder) :] else None
-    return float(parts[1][1:]), optimize, decoder, steps, realism
+    return float(parts[1][1:]), optimize, decoder, steps, realism, effort
 
 
 def code_image(item: Item) -> tuple[np.ndarray, int]:
@@ -85,8 +87,8 @@ def code_image(item: Item) -> tuple[np.ndarray, int]:
     if item.codec == "ulic":
         from ulic.api import decode, encode
 
-        quality, optimize, decoder, steps, realism = parse_ulic_setting(item.setting)
-        r = encode(item.image, quality=quality, optimize=optimize)
+        quality, optimize, decoder, steps, realism, effort = parse_ulic_setting(item.setting)
+        r = encode(item.image, quality=quality, optimize=optimize, effort=effort)
         rec = decode(r.data, decoder=decoder, steps=steps, realism=realism).image
         a = (rec[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         return a, len(r.data)

