@@ -63,11 +63,13 @@ other() {  # stage-1 table, TAEF2 ceiling, speed, large images, decode times, ou
     done
 }
 
-fid() {  # results/kodak/fid64/: FID/64 near 0.03 bpp on the first 6 images, HEVC hull points vs ulic (~35 min)
+fid() {  # results/kodak/fid64/: FID/64 near 0.03 bpp on the first 6 images, HEVC hull points vs ulic, plain and --effort 1 (~50 min)
     $BIN/ulic eval --data "$K" --limit 6 --out results/kodak/fid64 --codec hevc --name hevc-dense-fid \
         --metrics psnr,lpips_alex --settings hevc:d1.5:q6 hevc:d2:q13 --fid 64
     $BIN/ulic eval --data "$K" --limit 6 --out results/kodak/fid64 --codec ulic --name ulic-realism-fid \
         --decoder diffusion --steps 4 --metrics psnr,lpips_alex --settings 50 60 --fid 64
+    $BIN/ulic eval --data "$K" --limit 6 --out results/kodak/fid64 --codec ulic --name ulic-pfo-e1-fid \
+        --decoder diffusion --steps 4 --metrics psnr,lpips_alex --settings 50 60 --effort 1 --fid 64
 }
 
 semantics() {  # results/kodak/ulic-pfo-e{1,2}* (--effort), src_bytes.json, results/bench/effort.json (~45 min)

@@ -1,7 +1,7 @@
 """Image <-> .ulic bytes: the whole pipeline, and rate control over the quality byte.
 
 image (1, 3, H, W) --pad to x128--> TAEF2 encoder --> latent (1, 32, Hp/8, Wp/8)
-  --> LatentCodec.analyse --> y, z --(optional: tuned for this image, codec.optimize)-->
+  --> LatentCodec.analyse --> y, z --(optional: tuned for this image, codec.optimize / diffusion.pfo)-->
   LatentCodec.compress_latents --> entropy-coded section --> container bytes
 container bytes --> LatentCodec.decompress --> z_c --> DRM (fast) or CDM sampler (diffusion)
   --crop--> TAEF2 decoder --crop--> image
