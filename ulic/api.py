@@ -31,6 +31,7 @@ from ulic.limits import check_container_length, check_size, padded, read_contain
 from ulic.model_store import LoadedModel, load_model
 from ulic.pixels import psnr  # noqa: F401 (part of the API)
 from ulic.runtime import default_device, on_device, resolve_device, tune_allocator
+from ulic.semantics.encoder import region_embeddings
 from ulic.semantics.src import encoder_section, file_concepts
 from ulic.semantics.vocabulary import Semantics
 from ulic.timing import StageTimer
@@ -192,28 +193,26 @@ def _pick_q(coder: LatentCoder, quality: float | None, bpp: float | None, max_by
     return quality_to_byte(50.0 if quality is None else quality)
 
 
-def _pfo_objective(model: LoadedModel, latent: torch.Tensor, h: int, w: int, q: int) -> Objective:
-    """The perceptual fidelity optimiser's objective for this image at q byte q, through the
-    model's decoder at its default realism."""
+def _pfo_decoder(model: LoadedModel) -> tuple[Any, float | None]:
+    """The decoder the perceptual fidelity optimiser judges through, and its default realism;
+    UlicError for a model without one (checked before any encoding work)."""
     from ulic.model_store import load_decoder
 
     loaded = load_decoder(str(model.folder)) if model.folder is not None else None
     if loaded is None:
         raise UlicError("effort needs a model with a diffusion decoder (decoder.json is missing)")
     dec, cfg = loaded
-    realism = float(cfg.get("default_realism", 1.0)) if dec.cfg.realism else None
-    return latent_path_mse(dec, latent[:, :, : -(-h // SCALE), : -(-w // SCALE)], q, realism)
+    return dec, float(cfg.get("default_realism", 1.0)) if dec.cfg.realism else None
 
 
-def _concepts(model: LoadedModel, x: torch.Tensor) -> tuple[Semantics, np.ndarray]:
-    """The model's concept vocabulary and this image's region concept ids."""
+def _vocabulary(model: LoadedModel) -> Semantics:
+    """The model's concept vocabulary; UlicError without one (checked before any encoding work)."""
     from ulic.model_store import load_semantics
-    from ulic.semantics.encoder import region_embeddings
 
     sem = load_semantics(str(model.folder)) if model.folder is not None else None
     if sem is None:
         raise UlicError("src needs a model with a concept vocabulary (semantics.json is missing)")
-    return sem, sem.assign(region_embeddings(x))
+    return sem
 
 
 def _optimized(
@@ -224,14 +223,17 @@ def _optimized(
     optimize: int,
     effort: int,
     target: tuple[float | None, float | None, int | None],
+    pfo: tuple[Any, float | None] | None = None,
 ) -> tuple[LatentCoder, int]:
     """(coder, q) after encode-time optimisation at q byte q: `optimize` steps of the fidelity
     mode or the perceptual optimiser at `effort`; with a rate target (quality, bpp, max_bytes)
-    the rate is searched again on the tuned latents."""
+    the rate is searched again on the tuned latents. pfo: `_pfo_decoder`'s answer (effort only)."""
     codec = coder.model.codec
     if effort:
         e = EFFORTS[effort]
-        objective = _pfo_objective(coder.model, latent, coder.h, coder.w, q)
+        dec, realism = pfo if pfo is not None else _pfo_decoder(coder.model)
+        own = latent[:, :, : -(-coder.h // SCALE), : -(-coder.w // SCALE)]  # the image's own TAEF2 latent
+        objective: Objective = latent_path_mse(dec, own, q, realism)
         y, z = tune_latents(codec, objective, (coder.h, coder.w), coder.y, coder.z, q, e.steps, e.lr)
     else:
         y, z = optimize_latents(codec, load_vae().decoder, x, coder.y, coder.z, q, optimize)
@@ -260,7 +262,7 @@ def encode(
     quality (0..100), bpp (target bits per pixel, +-3%) or max_bytes (largest file that fits).
     optimize: encode-time optimisation steps for this image (0: off, the default; 20: the
     fidelity mode, see `ulic.codec.optimize`); with bpp or max_bytes the rate search runs
-    again on the tuned latents. effort: 0 (off, the default) .. 3, the perceptual fidelity
+    again on the tuned latents. effort: 0 (off, the default) .. 2, the perceptual fidelity
     optimiser (`ulic.diffusion.pfo`): encode-time tuning for the default decoder, more effort
     is slower; not together with optimize. device: where the VAE encoder runs ("cpu", "cuda" or "auto";
     default `ulic.runtime.default_device()`, the CPU unless set); the latent codec and the
@@ -274,6 +276,8 @@ def encode(
     dev = resolve_device(device) if device else default_device()
     tune_allocator()
     model = model or load_model()
+    pfo = _pfo_decoder(model) if effort else None  # a missing part costs nothing either
+    sem = _vocabulary(model) if src else None
     notices: list[str] = []
     timer = StageTimer()
     x = load_image(image, notices)
@@ -281,13 +285,13 @@ def encode(
     timer.mark("read")
     latent = encode_latent(x, model, dev)
     timer.mark("vae_encode")
-    concepts = _concepts(model, x) if src else None
+    concepts = (sem, sem.assign(region_embeddings(x))) if sem is not None else None
     coder = LatentCoder(*model.codec.analyse(latent), h, w, model, extras, concepts)
     timer.mark("analysis")
     q = _pick_q(coder, quality, bpp, max_bytes)
     timer.mark("rate_search")
     if optimize or effort:
-        coder, q = _optimized(coder, q, x, latent, optimize, effort, (quality, bpp, max_bytes))
+        coder, q = _optimized(coder, q, x, latent, optimize, effort, (quality, bpp, max_bytes), pfo)
     timer.mark("optimize")
     data, bits = coder(q)
     if bpp is not None:
