@@ -61,6 +61,9 @@ other() {  # stage-1 table, TAEF2 ceiling, speed, large images, decode times, ou
         ULIC_MODEL_DIR=cache/models/stage2 $BIN/ulic eval --data cache/$set --out results/$set --codec ulic \
             --name stage2 --decoder diffusion --steps 4 --settings 30 40 50 --cache cache/eval-stage2
     done
+    $BIN/ulic eval --data cache/outside --out results/outside --codec ulic --name s3-r1-e1 --decoder diffusion \
+        --steps 4 --realism 1 --settings 30 40 50 60 --effort 1
+    $BIN/ulic eval --out results/outside --compare s3-r1 s3-r1-e1
 }
 
 fid() {  # results/kodak/fid64/: FID/64 near 0.03 bpp on the first 6 images, HEVC hull points vs ulic, plain and --effort 1 (~50 min)
