@@ -32,7 +32,7 @@ from ulic.model_store import LoadedModel, load_model
 from ulic.pixels import psnr  # noqa: F401 (part of the API)
 from ulic.runtime import default_device, on_device, resolve_device, tune_allocator
 from ulic.semantics.encoder import region_embeddings
-from ulic.semantics.src import encoder_section, file_concepts
+from ulic.semantics.src import concept_tables, concepts_from_symbols, src_section
 from ulic.semantics.vocabulary import Semantics
 from ulic.timing import StageTimer
 from ulic.vae.taef2 import SCALE
@@ -136,11 +136,13 @@ class LatentCoder:
 
     def __call__(self, q: int) -> tuple[bytes, float]:
         if q not in self.cache:
-            payload, bits = self.model.codec.compress_latents(self.y, self.z, q)
+            codec = self.model.codec
+            z_hat, sym, mean_s, idx = codec.symbols(self.y, self.z, q)  # once: coded and priced
+            payload, bits = codec.code_symbols(z_hat, sym, idx)
             sections = [payload, *self.extras]
             if self.concepts is not None:
-                _, sym, mean_s, _ = self.model.codec.symbols(self.y, self.z, q)
-                sections.insert(1, encoder_section(*self.concepts, sym, mean_s, (self.h, self.w), q))
+                sem, ids = self.concepts
+                sections.insert(1, src_section(ids, concept_tables(sem, sym, mean_s, (self.h, self.w), q), sem))
             c = bitstream.Container(self.h, self.w, q, self.model.model_id, sections)
             self.cache[q] = (c.to_bytes(self.model.fingerprint), bits)
         return self.cache[q]
@@ -409,18 +411,14 @@ def _entropy_decode(data: bytes, model: LoadedModel, timer: StageTimer) -> _Pars
     caption, src = extras.get("caption"), extras.get("src")
     timer.mark("parse")
     hp, wp = padded(c.height, c.width, model.codec.cfg.downsample)
-    z_c = model.codec.decompress(c.sections[0], (hp // SCALE, wp // SCALE), c.quality, timer)
-    return _Parsed(c, caption if isinstance(caption, str) else None, _file_concepts(model, c, src), z_c)
+    z_c, sym, mean_s = model.codec.decompress_with_symbols(c.sections[0], (hp // SCALE, wp // SCALE), c.quality, timer)
+    concepts = None  # read when the file has an SRC section and the model its vocabulary
+    if isinstance(src, bytes) and model.folder is not None:
+        from ulic.model_store import load_semantics
 
-
-def _file_concepts(model: LoadedModel, c: bitstream.Container, src: object) -> list[int] | None:
-    """The SRC section's concept ids (None without one, or when the model has no vocabulary)."""
-    from ulic.model_store import load_semantics
-
-    if not isinstance(src, bytes) or model.folder is None:
-        return None
-    sem = load_semantics(str(model.folder))
-    return None if sem is None else file_concepts(model.codec, c, src, sem)
+        sem = load_semantics(str(model.folder))
+        concepts = concepts_from_symbols(sem, src, sym, mean_s, c) if sem is not None else None
+    return _Parsed(c, caption if isinstance(caption, str) else None, concepts, z_c)
 
 
 def _pixels(latent: torch.Tensor, pixel: Any) -> torch.Tensor:

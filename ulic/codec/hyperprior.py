@@ -186,8 +186,12 @@ class GainedHyperprior(nn.Module):
     @torch.no_grad()
     def compress_latents(self, y: torch.Tensor, z: torch.Tensor, q_byte: int) -> tuple[bytes, float]:
         """y (1, M, h, w), z (1, Cz, h/4, w/4) before gains -> (bytes, model's ideal bits)."""
-        tables, cfg = self.coding_state, self.cfg
         z_hat, sym, _, idx = self.symbols(y, z, q_byte)
+        return self.code_symbols(z_hat, sym, idx)
+
+    def code_symbols(self, z_hat: torch.Tensor, sym: torch.Tensor, idx: torch.Tensor) -> tuple[bytes, float]:
+        """`symbols`' z_hat, y symbols and scale indexes -> (bytes, model's ideal bits)."""
+        tables, cfg = self.coding_state, self.cfg
         enc = range_coder.Encoder()
         bits = 0.0
         z_sym = z_hat[0].reshape(cfg.cz, -1).numpy() + cfg.radius_z
@@ -204,7 +208,10 @@ class GainedHyperprior(nn.Module):
     @torch.no_grad()
     def decompress_latents(self, data: bytes, z_hw: tuple[int, int], q_byte: int) -> torch.Tensor:
         """bytes -> y_hat * ig (1, M, 4 zh, 4 zw), what the synthesis transform takes."""
-        sym, mean_s = self.decode_symbols(data, z_hw, q_byte)
+        return self.latents_from_symbols(*self.decode_symbols(data, z_hw, q_byte), q_byte)
+
+    def latents_from_symbols(self, sym: torch.Tensor, mean_s: torch.Tensor, q_byte: int) -> torch.Tensor:
+        """`decode_symbols`' y symbols and means -> y_hat * ig, what the synthesis transform takes."""
         return ((sym.double() + mean_s) * self.coding_state.igain[q_byte].double()[None, :, None, None]).float()
 
     @torch.no_grad()

@@ -122,14 +122,23 @@ class LatentCodec(GainedHyperprior):
     ) -> torch.Tensor:
         """bytes -> z_c (1, 32, h, w) for a padded latent of size latent_hw (timer: marks
         "entropy_decode" and "synthesis")."""
+        return self.decompress_with_symbols(data, latent_hw, q_byte, timer)[0]
+
+    @torch.no_grad()
+    def decompress_with_symbols(
+        self, data: bytes, latent_hw: tuple[int, int], q_byte: int, timer: StageTimer | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`decompress`, also returning the decoded y symbols and their exact means (what the
+        SRC predictor reads), from one entropy decoding."""
         h, w = latent_hw
-        y_hat = self.decompress_latents(data, (h // LATENT_PER_Z, w // LATENT_PER_Z), q_byte)
+        sym, mean_s = self.decode_symbols(data, (h // LATENT_PER_Z, w // LATENT_PER_Z), q_byte)
+        y_hat = self.latents_from_symbols(sym, mean_s, q_byte)
         if timer is not None:
             timer.mark("entropy_decode")
         z_c = self.g_s(y_hat)
         if timer is not None:
             timer.mark("synthesis")
-        return z_c
+        return z_c, sym, mean_s
 
 
 def build_coding_state(codec: LatentCodec, calib_latents: list[torch.Tensor]) -> CodingState:

@@ -142,7 +142,5 @@ def optimize_latents(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The fidelity mode (`--optimize N`): `tune_latents` for the pixel MSE through the frozen
     TAEF2 decoder of image (1, 3, H, W) in [0, 1]."""
-    if iterations <= 0:
-        return y, z
     objective = pixel_mse(decoder, image, bf16)
     return tune_latents(codec, objective, (image.shape[2], image.shape[3]), y, z, q_byte, iterations, lr)

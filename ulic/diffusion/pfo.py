@@ -12,8 +12,8 @@ index (the encoder is deterministic), and R the model's default realism. No eval
 (AlexNet, VGG16, Inception) is in this objective, so LPIPS, DISTS and FID stay independent
 judges. The decoder is not changed and the file format neither: a tuned file is an ordinary one.
 
-Large images are scored one window of the latent per step (cycling over a grid of windows with a
-context margin), so memory stays bounded.
+Large latents are scored in windows of WINDOW x WINDOW positions with a MARGIN of context, one
+window's graph at a time, so memory stays bounded; every step scores the whole latent.
 """
 
 from __future__ import annotations

@@ -72,16 +72,18 @@ def read_src(section: bytes, sem: Semantics, tables: np.ndarray) -> np.ndarray:
     return np.concatenate([dec.decode(1, t) for t in tables]).astype(np.int64)
 
 
-def encoder_section(
-    sem: Semantics, ids: np.ndarray, sym: torch.Tensor, mean_s: torch.Tensor, size: tuple[int, int], q_byte: int
-) -> bytes:
-    """The SRC section of concept ids for the latent symbols coded at q_byte."""
-    return src_section(ids, concept_tables(sem, sym, mean_s, size, q_byte), sem)
+def concepts_from_symbols(
+    sem: Semantics, section: bytes, sym: torch.Tensor, mean_s: torch.Tensor, container: bitstream.Container
+) -> list[int]:
+    """The concept ids of a parsed file's SRC section (its bytes after the kind byte), given the
+    file's entropy-decoded y symbols and means."""
+    size, q = (container.height, container.width), container.quality
+    return [int(v) for v in read_src(section, sem, concept_tables(sem, sym, mean_s, size, q))]
 
 
 def file_concepts(codec, container: bitstream.Container, section: bytes, sem: Semantics) -> list[int]:
-    """The concept ids of a parsed file's SRC section (its bytes after the kind byte): the
-    latent is entropy-decoded again for the predictor's features."""
+    """The concept ids of a parsed file's SRC section (its bytes after the kind byte), entropy-
+    decoding the latent for the predictor's features (`ulic info`, which decodes nothing else)."""
     from ulic.codec.model import LATENT_PER_Z
     from ulic.limits import padded
     from ulic.vae.taef2 import SCALE
@@ -89,5 +91,4 @@ def file_concepts(codec, container: bitstream.Container, section: bytes, sem: Se
     hp, wp = padded(container.height, container.width, codec.cfg.downsample)
     z_hw = (hp // SCALE // LATENT_PER_Z, wp // SCALE // LATENT_PER_Z)
     sym, mean_s = codec.decode_symbols(container.sections[0], z_hw, container.quality)
-    tables = concept_tables(sem, sym, mean_s, (container.height, container.width), container.quality)
-    return [int(v) for v in read_src(section, sem, tables)]
+    return concepts_from_symbols(sem, section, sym, mean_s, container)

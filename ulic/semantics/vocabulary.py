@@ -35,7 +35,7 @@ class Semantics:
 
     def assign(self, embeddings: torch.Tensor) -> np.ndarray:
         """(regions, DIM) unit-norm embeddings -> (regions,) concept ids."""
-        return (embeddings.float() @ self.centroids.float().T).argmax(1).numpy().astype(np.int64)
+        return nearest(self.centroids, embeddings)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"centroids": self.centroids.half().contiguous(), **self.predictor.tensors()}
@@ -43,6 +43,12 @@ class Semantics:
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor]) -> Semantics:
         return cls(t["centroids"].float(), ConceptPredictor.from_tensors(t))
+
+
+def nearest(centroids: torch.Tensor, embeddings: torch.Tensor) -> np.ndarray:
+    """(regions, DIM) unit-norm embeddings -> (regions,) ids of the nearest of centroids (K, DIM)
+    in cosine."""
+    return (embeddings.float() @ centroids.float().T).argmax(1).numpy().astype(np.int64)
 
 
 def spherical_kmeans(x: torch.Tensor, k: int, iterations: int = 30, seed: int = 0) -> torch.Tensor:

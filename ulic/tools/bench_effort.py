@@ -1,6 +1,6 @@
 """Encode time at each `--effort` level against the plain encoder, one image, JSON out.
 
-    python -m ulic.tools.bench_effort --image ../shared/data/kodak/kodim23.png --out results/bench/effort.json
+    python -m ulic.tools.bench_effort --image "$ULIC_KODAK_DIR/kodim23.png" --out results/bench/effort.json
 
 Each level is timed end to end through `ulic.api.encode` (reading, autoencoder, analysis, rate
 search, optimisation), best of --runs, after one warm-up encode; the file bytes are recorded too.

@@ -1,7 +1,7 @@
 """What the SRC section costs: its share of the file bytes at each quality, and its bytes when the
 decoder's prediction is replaced by the uniform prior (what the "residual" saves), JSON out.
 
-    python -m ulic.tools.bench_src --data ../shared/data/kodak --out results/kodak/src_bytes.json
+    python -m ulic.tools.bench_src --data "$ULIC_KODAK_DIR" --out results/kodak/src_bytes.json
 
 Real files: each image is coded at each --qualities with and without the section (the same
 latents), and the difference in file bytes is the section's whole cost (kind byte, vocabulary id,
@@ -62,7 +62,7 @@ def run(data: Path, qualities: list[float], limit: int | None) -> dict:
         mean["share_of_file"] = mean["src_file_bytes"] / (mean["file_bytes"] + mean["src_file_bytes"])
         table.append({"quality": quality, **{k: round(v, 4) for k, v in mean.items()}})
     return {
-        "data": str(data),
+        "data": data.name,  # the folder's name: no machine's path in the results
         "images": len(paths),
         "k": sem.k,
         "regions": len(ids),

@@ -1,7 +1,7 @@
 """Learn the concept vocabulary and its predictor (SRC) on the training photos; write them into a
 model folder as semantics.json + semantics.safetensors.
 
-    python -m ulic.train.train_semantics --data ../shared/data/train ../shared/data/train_extra \\
+    python -m ulic.train.train_semantics --data "$ULIC_SHARED/data/train" "$ULIC_SHARED/data/train_extra" \\
         --model ulic/models/ulic-base --cache cache/semantics.safetensors
 
 1. Each photo (scaled so its long side is at most --long-side) gives its region embeddings
@@ -35,7 +35,7 @@ from ulic.codec.entropy_models import PRECISION
 from ulic.imageio import list_images
 from ulic.semantics.predictor import fit, region_features, uniform_tables
 from ulic.semantics.src import src_section, y_extent
-from ulic.semantics.vocabulary import Semantics, spherical_kmeans
+from ulic.semantics.vocabulary import Semantics, nearest, spherical_kmeans
 from ulic.train.pixel_crops import held_out
 
 
@@ -121,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     nv = len(val)
     t0 = time.time()
     centroids = spherical_kmeans(torch.nn.functional.normalize(emb[nv:].flatten(0, 1), dim=1), a.k, seed=a.seed)
-    sem0 = Semantics(centroids, None)  # type: ignore[arg-type]  # assign only
-    ids = np.stack([sem0.assign(e) for e in emb])  # (N, R)
+    ids = np.stack([nearest(centroids, e) for e in emb])  # (N, R)
     n, q, r, f = feats.shape
     x = feats[nv:].reshape(-1, f)
     y = np.repeat(ids[nv:][:, None, :], q, axis=1).reshape(-1)
