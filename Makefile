@@ -77,14 +77,26 @@ $(OUTSIDE)/.done:
 serve: setup
 	$(BIN)/ulic serve
 
-# What a lent GPU machine lacks for scripts/gpu_check.sh (git-ignored .gpu/, carried by the
-# device tool): the constriction wheel for its Python 3.12 and the TAEF2 weights.
-gpu-bundle:
+# What a lent GPU machine lacks for scripts/gpu_check.sh and scripts/gpu_train.sh (git-ignored
+# .gpu/, carried by the device tool): the constriction wheel for its Python 3.12, the TAEF2
+# weights, int8 copies of the LPIPS networks (VGG16 in 15 MB instead of 59) and a pack of
+# GPU_CROPS training crops (JPEG, latents recomputed there). The repository and .gpu/ together
+# must stay under the tool's 64 MiB; the last line checks it.
+CROPS ?= cache/pixel_crops128.safetensors
+GPU_CROPS ?= 1400
+$(CROPS): | setup
+	$(BIN)/python -m ulic.train.pixel_crops --data $(SHARED)/data/train $(SHARED)/data/train_extra \
+	    --out $@ --per-image 3
+gpu-bundle: setup $(CROPS)
 	rm -rf .gpu && mkdir -p .gpu/whl .gpu/taef2
 	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	    -d .gpu/whl constriction==0.5.0
 	cp $(ULIC_WEIGHTS_DIR)/taef2_encoder.pth $(ULIC_WEIGHTS_DIR)/taef2_decoder.pth .gpu/taef2/
+	$(BIN)/python -m ulic.evaluation.metric_weights --lpips-copy .gpu/lpips
+	$(BIN)/python -m ulic.train.crop_pack pack --cache $(CROPS) --out .gpu/crops.safetensors --n $(GPU_CROPS)
+	@total=$$(( $$(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1) + $$(du -sb .gpu | cut -f1) )); \
+	 echo "gpu-bundle: repository + .gpu = $$total bytes (limit 67108864)"; test $$total -lt 67108864
 
 # Every table of the README and results/ from scratch, about 6 hours on 2 cores
 # (scripts/results.sh says what each part makes and how long it takes).

@@ -49,4 +49,7 @@ def test_vae_layout_bench_compares_variants_to_the_default(tmp_path):
     assert main(["--size", "64x64", "--runs", "1", "--out", str(out)]) == 0
     res = json.loads(out.read_text())["results"]
     assert {"encoder/default", "encoder/channels_last", "decoder/jit_frozen"} <= set(res)
-    assert all(v["seconds"] > 0 and v["max_abs_diff"] < 1e-3 for v in res.values())
+    # float32 variants agree to rounding; bfloat16 autocast (only on CPUs with native bfloat16)
+    # keeps 8 mantissa bits, so its latents/pixels may differ by a few hundredths
+    for name, v in res.items():
+        assert v["seconds"] > 0 and v["max_abs_diff"] < (0.1 if "bf16" in name else 1e-3), (name, v)

@@ -33,9 +33,11 @@ def uint8_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean squared error over all RGB samples, on the 0..255 scale."""
+    """Mean squared error over all RGB samples, on the 0..255 scale; exact (an integer sum), so
+    the same on every CPU and memory layout."""
     a, b = uint8_pair(a, b)
-    return float(((a - b) ** 2).mean())
+    d = (a - b).to(torch.int32)  # integers -255..255: the conversion is exact
+    return float((d * d).sum(dtype=torch.int64)) / d.numel()
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

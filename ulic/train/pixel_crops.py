@@ -60,11 +60,15 @@ def centre_crop(img: Image.Image, size: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def encode(crops: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """crops (size, size, 3) uint8 -> pixels (N, 3, P, P) uint8, latents (N, 32, P/8, P/8) float16."""
-    vae = load_vae()
+def encode(crops: list[np.ndarray], device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """crops (size, size, 3) uint8 -> pixels (N, 3, P, P) uint8, latents (N, 32, P/8, P/8) float16
+    (the TAEF2 encoder runs on `device`, default the CPU; both results are on the CPU)."""
+    enc = load_vae().encoder.to(device or torch.device("cpu"))
     pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
-    lat = [vae.encoder(pixels[i : i + ENCODE_BATCH].float() / 255) for i in range(0, len(pixels), ENCODE_BATCH)]
+    lat = [
+        enc(pixels[i : i + ENCODE_BATCH].to(device or "cpu").float() / 255).cpu()
+        for i in range(0, len(pixels), ENCODE_BATCH)
+    ]
     return pixels, torch.cat(lat).half().contiguous()  # the encoder computes channels-last
 
 

@@ -243,6 +243,33 @@ def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
     }
 
 
+class TimeBudget:
+    """Fit a run into `seconds` of wall time (a lent machine's limit): after CALIBRATION_STEPS
+    timed steps the total step count becomes what the rest of the budget holds at the measured
+    pace, less a margin for validation and checkpoints, so the learning rate still decays to its
+    floor; `spent()` stops the loop if the pace drops anyway. Without a budget it does nothing."""
+
+    CALIBRATION_STEPS = 20
+    MARGIN = 0.9
+
+    def __init__(self, seconds: float | None, start_step: int):
+        self.seconds, self.start_step, self.t0 = seconds, start_step, time.time()
+        self.fitted = False
+
+    def fit(self, step: int, total: int) -> int:
+        if self.seconds is None or self.fitted or step - self.start_step < self.CALIBRATION_STEPS:
+            return total
+        self.fitted = True
+        elapsed = time.time() - self.t0
+        pace = max(elapsed / (step - self.start_step), 1e-9)
+        fitted = step + int(self.MARGIN * max(0.0, self.seconds - elapsed) / pace)
+        print(f"time budget: {pace:.3f} s/step, {min(total, fitted)} steps in all", flush=True)
+        return min(total, fitted)
+
+    def spent(self) -> bool:
+        return self.seconds is not None and time.time() - self.t0 >= self.seconds
+
+
 def train(args: argparse.Namespace, parts: dict, meta: dict, rank: distributed.Rank) -> Crops:
     """The loop from meta's step: rank 0 logs, validates and writes checkpoints."""
     step, seconds0, t0 = meta["step"], meta["seconds"], time.time()
@@ -253,22 +280,27 @@ def train(args: argparse.Namespace, parts: dict, meta: dict, rank: distributed.R
     with open(args.run / log_name, "a") as log:
         if step == 0 and rank.main:
             log_line(log, 0, 0.0, validate(parts, crops, args))
+        budget = TimeBudget(args.budget_s, step)
         while step < args.steps:
             for opt in (parts["opt_g"], parts["opt_d"]):
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step, args.steps, g["base"])
             update_averages(avg, train_step(step, parts, crops, args))
             step += 1
+            args.steps = budget.fit(step, args.steps)
             elapsed = seconds0 + time.time() - t0
             if step % args.log_every == 0:
                 log_line(log, step, elapsed, avg)
-            if (step % args.ckpt_every == 0 or step == args.steps) and rank.main:
+            last = step >= args.steps or budget.spent()
+            if (step % args.ckpt_every == 0 or last) and rank.main:
                 save_checkpoint(
                     args.run / CHECKPOINT, *checkpoint_parts(parts), {**meta, "step": step, "seconds": elapsed}
                 )
-            if (step % args.val_every == 0 or step == args.steps) and rank.main:
+            if (step % args.val_every == 0 or last) and rank.main:
                 log_line(log, step, elapsed, validate(parts, crops, args))
             distributed.barrier(rank)  # nobody runs ahead of rank 0's checkpoint
+            if last:
+                break
     return crops
 
 
@@ -276,6 +308,8 @@ def run(args: argparse.Namespace) -> None:
     rank = distributed.init()
     if not rank.distributed:
         rank = distributed.Rank(device=resolve_device(args.device))
+    elif args.budget_s is not None:
+        raise SystemExit("--budget-s is for one process (ranks would fit different step counts)")
     args.bf16 = args.bf16 == "on" or (args.bf16 == "auto" and fast_bf16(rank.device))
     args.run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)  # the same initial critic on every rank
@@ -326,6 +360,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         choices=DEVICES,
         default="auto",
         help="auto: a CUDA GPU when one is visible, else the CPU (under torchrun: each rank's own)",
+    )
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="fit the run into this many seconds of training (one process): the step count is "
+        "set after 20 timed steps so the schedule still completes; a checkpoint at the end",
     )
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--val-every", type=int, default=100)

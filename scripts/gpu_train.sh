@@ -1,0 +1,37 @@
+#!/bin/sh
+# A stage-3 (realism) training burst for a lent GPU machine, as one command (docs/training.md,
+# "On a GPU"). Prepare once here with `make gpu-bundle`, then run through the device tool with
+# carry [".gpu"] and a timeout that leaves room (BUDGET + about 120 s):
+#     BUDGET=360 sh scripts/gpu_train.sh
+# It continues from the shipped stage-3 decoder (or INIT, a model folder) and writes to $OUT
+# (or ./gpu-out): model/decoder.json + decoder.safetensors (the exported decoder, 7.5 MB), the
+# training log (losses, validation PSNR / LPIPS-Alex / LPIPS-VGG on the held-out crops, the
+# fitted step count and seconds per step) and the GPU's name. Back here:
+#     cp -r ulic/models/ulic-base runs/gpu-model && cp OUT/model/decoder.* runs/gpu-model/
+# then evaluate runs/gpu-model (`ulic eval --model runs/gpu-model ...`) before shipping it.
+# Settings (environment): BUDGET seconds of training, BATCH, STEPS (upper bound), DEVICE
+# (cuda; cpu runs the same path here for a check), ARGS (more train_realism options, e.g.
+# "--w-anchor 2 --mse-drop 0.3 --d-shift 4 --beta 0.1").
+set -e
+OUT=${OUT:-gpu-out}
+BUDGET=${BUDGET:-360}
+BATCH=${BATCH:-32}
+STEPS=${STEPS:-100000}
+DEVICE=${DEVICE:-cuda}
+WORK=${WORK:-/tmp/ulic-gpu-train}
+mkdir -p "$OUT" "$WORK"
+if [ -d .gpu/whl ] && ! python3 -c "import constriction" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONPATH=${PYTHONPATH:-$PWD} ULIC_WEIGHTS_DIR=${ULIC_WEIGHTS_DIR:-$PWD/.gpu/taef2}
+export ULIC_LPIPS_WEIGHTS_DIR=${ULIC_LPIPS_WEIGHTS_DIR:-$PWD/.gpu/lpips} PYTHONUNBUFFERED=1
+if [ "$DEVICE" = cuda ]; then nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"; fi
+python3 -m ulic.train.crop_pack unpack --pack "${PACK:-.gpu/crops.safetensors}" --out "$WORK/crops.safetensors" --device "$DEVICE"
+# shellcheck disable=SC2086 # ARGS is a list of options
+python3 -m ulic.train.train_realism --crops "$WORK/crops.safetensors" --run "$WORK/run" --device "$DEVICE" \
+    ${INIT:+--model "$INIT"} --batch "$BATCH" --steps "$STEPS" --budget-s "$BUDGET" --ckpt-every 500 \
+    --val-every 250 --log-every 20 $ARGS 2>&1 | tee "$OUT/train.txt"
+cp "$WORK/run/log.jsonl" "$OUT/log.jsonl"
+python3 -m ulic.train.export --realism-checkpoint "$WORK/run/checkpoint.safetensors" --out "$OUT/model" >/dev/null
+ls -l "$OUT/model"
