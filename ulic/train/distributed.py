@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,8 +111,14 @@ def write_ranks(run_dir: Path, model: nn.Module, my_shard: list, r: Rank) -> Non
 
 
 def finish(r: Rank) -> None:
-    """Leave the process group together: a barrier first, so that no rank tears its connections
-    down while another still uses them (gloo can then abort a process at exit)."""
+    """Leave the process group together and end the process: a barrier first, so that no rank
+    tears its connections down while another still uses them; then, once every file is written
+    and closed, the rank exits at once (exit status 0) instead of running the interpreter's
+    teardown, where gloo's and the store's C++ threads can still abort a process ("terminate
+    called without an active exception": seen in fresh-clone CI runs even after the barrier)."""
     if r.distributed:
         dist.barrier()
         dist.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
