@@ -66,7 +66,7 @@ other() {  # stage-1 table, TAEF2 ceiling, speed, large images, decode times, ou
     $BIN/ulic eval --out results/outside --compare s3-r1 s3-r1-e1
 }
 
-fid() {  # results/kodak/fid64/: FID/64 at 0.02/0.03/0.05 bpp on the first 6 images, HEVC hull points vs ulic, plain and --effort 1 (~75 min)
+fid() {  # results/kodak/fid64/: FID/64 at 0.02/0.03/0.05 bpp on the first 6 images, HEVC hull points vs ulic, plain and --effort 1; at 0.03 on all 24 with AVIF too (~105 min)
     $BIN/ulic eval --data "$K" --limit 6 --out results/kodak/fid64 --codec hevc --name hevc-dense-fid \
         --metrics psnr,lpips_alex --settings hevc:d1.5:q6 hevc:d2:q13 --fid 64
     $BIN/ulic eval --data "$K" --limit 6 --out results/kodak/fid64 --codec ulic --name ulic-realism-fid \
@@ -77,6 +77,13 @@ fid() {  # results/kodak/fid64/: FID/64 at 0.02/0.03/0.05 bpp on the first 6 ima
         --metrics psnr,lpips_alex --settings hevc:d2:q8 hevc:d1.25:q10 --fid 64  # hull points at 0.02, 0.05
     $BIN/ulic eval --data "$K" --limit 6 --out results/kodak/fid64 --codec ulic --name ulic-realism-fid-b \
         --decoder diffusion --steps 4 --metrics psnr,lpips_alex --settings 45 70 --fid 64
+    # all 24 images at 0.03 bpp: ulic, the HEVC and AVIF dense-hull points (~10 min each)
+    $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec ulic --name ulic-realism-fid24 \
+        --decoder diffusion --steps 4 --metrics psnr,lpips_alex --settings 55 --fid 64
+    $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec hevc --name hevc-dense-fid24 \
+        --metrics psnr,lpips_alex --settings hevc:d2:q13 --fid 64
+    $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec avif --name avif-dense-fid24 \
+        --metrics psnr,lpips_alex --settings avif:d1.75:q6 --fid 64
 }
 
 semantics() {  # results/kodak/ulic-pfo-e{1,2}* (--effort), src_bytes.json, results/bench/effort.json (~45 min)
