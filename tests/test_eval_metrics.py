@@ -54,6 +54,16 @@ def test_rounds_to_8_bits():
     assert psnr(a, a + 0.4 / 255) == math.inf
 
 
+def test_psnr_scores_exactly_the_pixels_of_the_png():
+    """Decoder outputs whose x * 255 rounds differently in float32 and float64 (e.g. 0.80588233
+    -> 206 vs 205): PSNR sees the same 8-bit pixels `to_pil` writes, so against the PNG it is +inf."""
+    from ulic.imageio import load_image, to_pil
+
+    x = torch.tensor([0.8058823347091675, 0.9862744808197021, 0.9470587968826294]).view(1, 3, 1, 1)
+    x = x.expand(1, 3, 16, 16).contiguous()
+    assert psnr(x, load_image(to_pil(x))) == math.inf
+
+
 def test_monotone_with_noise():
     p, m = [], []
     for noise in (0.01, 0.03, 0.1, 0.3):

@@ -37,6 +37,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ulic.atomic import temp_name
 from ulic.errors import InputImageError, OutputError, UlicError
 from ulic.limits import DEFAULT_MAX_PIXELS, check_size, max_pixels, stat_input  # noqa: F401 (re-exported)
+from ulic.pixels import to_uint8_range
 
 MIN_SIDE = 16
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
@@ -348,7 +349,7 @@ _COMPLETENESS_CHECKS = {"PNG": check_png_complete, "JPEG": check_jpeg_size, "MPO
 
 def to_pil(x: torch.Tensor) -> Image.Image:
     """(1, 3, H, W) in [0, 1] -> 8-bit RGB PIL image."""
-    a = (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    a = to_uint8_range(x)[0].to(torch.uint8).permute(1, 2, 0).numpy()
     return Image.fromarray(a, "RGB")
 
 

@@ -16,12 +16,14 @@ DATA_RANGE = 255.0  # the peak of 8-bit samples
 
 
 def to_uint8_range(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] tensor -> float64 (1, 3, H, W) tensor of integer values 0..255."""
+    """[0, 1] tensor -> float64 (1, 3, H, W) tensor of integer values 0..255: exactly the pixels
+    `to_pil` writes (scaled and rounded in float32, the decoders' precision; rounding the same
+    values in float64 can land the other side of .5 and made PSNR differ from the PNG's)."""
     if x.dim() == 3:
         x = x[None]
     if x.dim() != 4 or x.shape[1] != 3:
         raise UlicError(f"expected an RGB image tensor (1, 3, H, W), got shape {tuple(x.shape)}")
-    return (x.detach().double() * DATA_RANGE).round().clamp(0, DATA_RANGE)
+    return (x.detach().float().clamp(0, 1) * DATA_RANGE).round().double()
 
 
 def uint8_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,11 +35,9 @@ def uint8_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean squared error over all RGB samples, on the 0..255 scale; exact (an integer sum), so
-    the same on every CPU and memory layout."""
+    """Mean squared error over all RGB samples, on the 0..255 scale."""
     a, b = uint8_pair(a, b)
-    d = (a - b).to(torch.int32)  # integers -255..255: the conversion is exact
-    return float((d * d).sum(dtype=torch.int64)) / d.numel()
+    return float(((a - b) ** 2).mean())
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

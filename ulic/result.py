@@ -127,15 +127,14 @@ def decoded(
     data = bytes(src) if isinstance(src, (bytes, bytearray)) else api.read_file(src)
     d, seconds = _decode(data, decoder, steps, realism)
     notices: list[str] = []
-    out_image = to_pil(d.image)  # metrics are of exactly the 8-bit pixels handed out
     values = (
-        measure(load_image(reference, notices), load_image(out_image, []), metrics, notices)
+        measure(load_image(reference, notices), d.image, metrics, notices)
         if reference is not None
         else {"psnr": None, "lpips": None}
     )
     return Result(
         data,
-        out_image,
+        to_pil(d.image),
         d.decoder,
         d.steps,
         d.header.quality,
@@ -196,12 +195,11 @@ def roundtrip(
     progress("decoding", 0.5)
     d, decode_s = _decode(e.data, decoder, steps, realism)
     progress("measuring", 0.9)
-    out_image = to_pil(d.image)  # metrics are of exactly the 8-bit pixels handed out
-    values = measure(ref, load_image(out_image, []), metrics, notices)
+    values = measure(ref, d.image, metrics, notices)
     progress("done", 1.0)
     return Result(
         e.data,
-        out_image,
+        to_pil(d.image),
         d.decoder,
         d.steps,
         e.quality,

