@@ -66,7 +66,7 @@ other() {  # stage-1 table, TAEF2 ceiling, speed, large images, decode times, ou
     $BIN/ulic eval --out results/outside --compare s3-r1 s3-r1-e1
 }
 
-fid() {  # results/kodak/fid64/: FID/64 at 0.02/0.03/0.05 bpp on the first 6 images, HEVC hull points vs ulic, plain and --effort 1; at 0.03 on all 24 with AVIF too (~105 min)
+fid() {  # results/kodak/fid64/: FID/64 at 0.02/0.03/0.05 bpp on the first 6 images, HEVC hull points vs ulic, plain and --effort 1; on all 24 with AVIF too (~165 min)
     $BIN/ulic eval --data "$K" --limit 6 --out results/kodak/fid64 --codec hevc --name hevc-dense-fid \
         --metrics psnr,lpips_alex --settings hevc:d1.5:q6 hevc:d2:q13 --fid 64
     $BIN/ulic eval --data "$K" --limit 6 --out results/kodak/fid64 --codec ulic --name ulic-realism-fid \
@@ -84,6 +84,13 @@ fid() {  # results/kodak/fid64/: FID/64 at 0.02/0.03/0.05 bpp on the first 6 ima
         --metrics psnr,lpips_alex --settings hevc:d2:q13 --fid 64
     $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec avif --name avif-dense-fid24 \
         --metrics psnr,lpips_alex --settings avif:d1.75:q6 --fid 64
+    # all 24 images at 0.02 and 0.05 bpp: HEVC's dense-hull points, AVIF's best LPIPS near each rate
+    $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec ulic --name ulic-realism-fid24-b \
+        --decoder diffusion --steps 4 --metrics psnr,lpips_alex --settings 45 70 --fid 64
+    $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec hevc --name hevc-dense-fid24-b \
+        --metrics psnr,lpips_alex --settings hevc:d2:q8 hevc:d1.25:q10 --fid 64
+    $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec avif --name avif-dense-fid24-b \
+        --metrics psnr,lpips_alex --settings avif:d2:q4 avif:d1.5:q10 --fid 64
 }
 
 semantics() {  # results/kodak/ulic-pfo-e{1,2}* (--effort), src_bytes.json, results/bench/effort.json (~45 min)

@@ -67,6 +67,27 @@ def test_eval_runs_caches_and_writes_outputs(data_dir, tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.json")} == mtimes
 
 
+def test_a_metric_added_later_is_scored_on_the_cached_png(data_dir, tmp_path, monkeypatch):
+    """Asking for a metric the cache lacks scores the cached decoded PNGs; the codec does not run."""
+    from ulic.evaluation import runner
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    a = _parser().parse_args(jpeg_eval(data_dir, out, cache, "--metrics", "psnr", "--workers", "1"))
+    assert a.func(a) == 0
+    before = {p: json.loads(p.read_text()) for p in cache.rglob("*.json")}
+
+    def no_codec(item):
+        raise AssertionError("the codec ran again")
+
+    monkeypatch.setattr(runner, "code_image", no_codec)
+    a = _parser().parse_args(jpeg_eval(data_dir, out, cache, "--metrics", "psnr,grid8", "--workers", "1"))
+    assert a.func(a) == 0
+    for p, old in before.items():
+        new = json.loads(p.read_text())
+        assert {k: new[k] for k in old} == old and isinstance(new["grid8"], float)
+    assert "grid8" in (out / "jpeg_summary.csv").read_text().splitlines()[0]
+
+
 def test_eval_user_errors(tmp_path):
     p = _parser()
     with pytest.raises(UlicError):

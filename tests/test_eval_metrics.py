@@ -96,3 +96,37 @@ def test_ms_ssim_matches_reference_implementation():
     for c in ref["cases"]:
         a, b = make_pair(c["seed"], c["h"], c["w"], c["noise"])
         assert ms_ssim(a, b) == pytest.approx(c["ms_ssim"], abs=1e-4)
+
+
+def _natural(seed: int, h: int = 192, w: int = 256) -> torch.Tensor:
+    """(1, 3, h, w) in [0, 1]: smoothed noise, no preferred period."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.avg_pool2d(torch.rand(1, 3, h + 4, w + 4, generator=g), 5, 1)
+    return (x - x.min()) / (x.max() - x.min())
+
+
+def test_grid8_measures_an_8px_pattern_in_grey_levels():
+    """A sine of amplitude 10 grey levels with an 8-px period down the rows (the stage-3 stripes)
+    scores its RMS, 10 / sqrt(2), whatever its phase; other periods and the original itself
+    score about 0; a pattern across the columns shows in the columns' amplitude only."""
+    from ulic.evaluation.artefacts import grid8, grid_amplitude
+
+    x = _natural(0)
+    rows = torch.arange(x.shape[2]).float()[:, None].expand(-1, x.shape[3])
+    for period, phase, expect in ((8, 0.7, 10 / 2**0.5), (8, 2.0, 10 / 2**0.5), (5, 0.7, 0.0), (13, 0.7, 0.0)):
+        wave = (10 / 255) * torch.sin(2 * torch.pi * rows / period + phase)
+        assert grid8(x, (x + wave).clamp(0, 1)) == pytest.approx(expect, abs=0.8), (period, phase)
+    cols = torch.arange(x.shape[3]).float()[None, :].expand(x.shape[2], -1)
+    r, c = grid_amplitude((x + (10 / 255) * torch.sin(2 * torch.pi * cols / 8)).clamp(0, 1))
+    r0, c0 = grid_amplitude(x)
+    assert (c * c - c0 * c0) ** 0.5 == pytest.approx(10 / 2**0.5, abs=0.8) and abs(r - r0) < 0.5
+    assert grid8(x, x) == 0.0
+
+
+def test_grid8_refuses_small_or_mismatched_images():
+    from ulic.evaluation.artefacts import grid8
+
+    with pytest.raises(UlicError, match="too small"):
+        grid8(torch.rand(1, 3, 32, 96), torch.rand(1, 3, 32, 96))
+    with pytest.raises(UlicError, match="sizes differ"):
+        grid8(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 72))

@@ -34,7 +34,8 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument(
         "--metrics",
         default="psnr,ms_ssim,lpips_alex,dists",
-        help="comma list from psnr,ms_ssim,lpips_alex,lpips_vgg,dists",
+        help="comma list from psnr,ms_ssim,lpips_alex,lpips_vgg,dists,grid8 (grid8: the 8-px "
+        "latent-grid pattern a decoder adds, in grey levels)",
     )
     _add_fid_options(p)
     _add_ulic_options(p)

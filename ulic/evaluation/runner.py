@@ -26,7 +26,7 @@ from ulic.errors import UlicError
 from ulic.imageio import list_images  # noqa: F401 (re-exported)
 from ulic.train.distributed import Rank, barrier, shard_indices
 
-METRICS = ("psnr", "ms_ssim", "lpips_alex", "lpips_vgg", "dists")
+METRICS = ("psnr", "ms_ssim", "lpips_alex", "lpips_vgg", "dists", "grid8")
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,10 @@ def score(ref: np.ndarray, rec: np.ndarray, metrics: tuple[str, ...]) -> dict[st
             from ulic.evaluation.dists import dists
 
             out[m] = dists(a, b)
+        elif m == "grid8":
+            from ulic.evaluation.artefacts import grid8
+
+            out[m] = grid8(a, b)
         else:
             raise UlicError(f"unknown metric {m!r}: choose from {', '.join(METRICS)}")
     return out
@@ -128,8 +132,8 @@ def image_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def cached(item: Item) -> dict | None:
-    """The cached result of an item, if complete and made from the same image and metrics."""
+def _cached_partial(item: Item) -> dict | None:
+    """The cached result of an item made from the same image (some metrics may be missing)."""
     p = item.stem.with_suffix(".json")
     if not p.is_file() or not item.stem.with_suffix(".png").is_file():
         return None
@@ -137,19 +141,42 @@ def cached(item: Item) -> dict | None:
         r = json.loads(p.read_text())
     except (OSError, ValueError):
         return None
-    if r.get("image_sha256") != image_digest(item.image) or any(m not in r for m in item.metrics):
+    return r if r.get("image_sha256") == image_digest(item.image) else None
+
+
+def cached(item: Item) -> dict | None:
+    """The cached result of an item, if complete and made from the same image and metrics."""
+    r = _cached_partial(item)
+    return r if r is not None and all(m in r for m in item.metrics) else None
+
+
+def _rescored(item: Item) -> dict | None:
+    """A cached result lacking some of the metrics asked for, completed by scoring the cached
+    decoded PNG (the codec does not run again); None when there is nothing usable."""
+    r = _cached_partial(item)
+    if r is None:
         return None
+    try:
+        rec = load_rgb(item.stem.with_suffix(".png"))
+    except (OSError, ValueError):
+        return None
+    r.update(score(load_rgb(item.image), rec, tuple(m for m in item.metrics if m not in r)))
+    write_bytes_atomic(item.stem.with_suffix(".json"), json.dumps(r, indent=1, sort_keys=True).encode())
     return r
 
 
 def run_item(item: Item) -> dict:
-    """Code, score and cache one item (or return its cached result)."""
+    """Code, score and cache one item (or return its cached result, completed with any metric
+    it lacks)."""
     r = cached(item)
     if r is not None:
         return r
     import torch
 
     torch.set_num_threads(1)
+    r = _rescored(item)
+    if r is not None:
+        return r
     ref = load_rgb(item.image)
     t0 = time.perf_counter()
     rec, nbytes = code_image(item)

@@ -46,6 +46,10 @@ from ulic.train.common import add_run_arguments, load_checkpoint, log_line, lr_a
 from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
 from ulic.vae.taef2 import decode_pixels
 
+# --train: which parts of the decoding path learn (the ablation of trainable parts); the rest
+# keeps its starting weights, so "latent" leaves TAEF2's decoder (the pixel decoder at step 0)
+# frozen and adapts only the latent in front of it, "pixel" leaves the stage-2 DRM and denoiser.
+TRAIN_PARTS = {"all": ("drm.", "denoiser.", "pixel."), "latent": ("drm.", "denoiser."), "pixel": ("pixel.",)}
 VAL_Q_BYTES = (40, 140)  # about 0.01 and 0.03 bpp on Kodak-sized photos
 CHECKPOINT = "checkpoint.safetensors"
 SEED_PER_RANK = distributed.SEED_PER_RANK
@@ -202,14 +206,19 @@ def checkpoint_parts(parts: dict) -> tuple[dict, dict]:
 
 def optimisers(gen: DiffusionDecoder, disc: nn.Module, args: argparse.Namespace):
     """Adam for the generator (DRM + denoiser, pixel decoder, the new R inputs at their own
-    rates) and for the critic; each group remembers its base lr for the schedule."""
-    named = dict(gen.named_parameters())
+    rates; only the parts `--train` names, the others frozen) and for the critic; each group
+    remembers its base lr for the schedule."""
+    trained = TRAIN_PARTS[args.train]
+    for n, p in gen.named_parameters():
+        p.requires_grad_(n.startswith(trained))
+    named = {n: p for n, p in gen.named_parameters() if p.requires_grad}
     cond = [n for n in named if n.startswith(("pixel.film.", "denoiser.realism_proj."))]  # new, zero-init
     pix = [n for n in named if n.startswith("pixel.") and n not in cond]
     rest = [n for n in named if n not in cond and n not in pix]
     groups = [(rest, args.lr), (pix, args.lr_pixel), (cond, args.lr * args.cond_lr_scale)]
     opt_g = torch.optim.Adam(
-        [{"params": [named[n] for n in names], "lr": lr, "base": lr} for names, lr in groups], betas=(0.5, 0.9)
+        [{"params": [named[n] for n in names], "lr": lr, "base": lr} for names, lr in groups if names],
+        betas=(0.5, 0.9),
     )
     opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr_d, betas=(0.5, 0.9))
     for g in opt_d.param_groups:
@@ -338,6 +347,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", type=str, default=None, help="model folder (default: shipped)")
     ap.add_argument("--k", type=int, default=4, help="unrolled DDIM steps (decode's default)")
     ap.add_argument("--lr-pixel", type=float, default=5e-5, help="pixel decoder")
+    ap.add_argument(
+        "--train",
+        choices=tuple(TRAIN_PARTS),
+        default="all",
+        help="the parts that learn: all; latent (DRM + denoiser, TAEF2's decoder frozen); pixel "
+        "(the pixel decoder, the DRM and denoiser frozen)",
+    )
     ap.add_argument("--lr-d", type=float, default=2e-4)
     ap.add_argument("--cond-lr-scale", type=float, default=10.0, help="lr multiple of the new R inputs")
     ap.add_argument("--w-mse", type=float, default=16.0, help="MSE weight (images in [0, 1])")
