@@ -31,7 +31,6 @@ from ulic.pixels import to_uint8_range
 from ulic.vae.taef2 import SCALE
 
 TILE = 64  # 8 periods per tile: enough for natural content to average out, short enough for drifting phase
-EDGE = SCALE  # rows/columns left out at the borders, where the moving average sees padding
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 
 
@@ -39,7 +38,7 @@ def grid_amplitude(image: torch.Tensor, period: int = SCALE, tile: int = TILE) -
     """(rows, columns) RMS amplitude in grey levels of the pattern with `period` px, of one RGB
     image (1, 3, H, W) or (3, H, W) in [0, 1]; rows: the pattern along y (horizontal stripes)."""
     x = to_uint8_range(image).reshape(-1, *image.shape[-3:])[0]  # (3, H, W) on 0..255
-    need = tile + 2 * EDGE
+    need = tile + 2 * period  # one period left out at each border, where the moving average sees padding
     if x.shape[1] < need or x.shape[2] < need:
         raise UlicError(f"image {x.shape[1]}x{x.shape[2]} too small for grid8 (needs {need} px per side)")
     y = torch.einsum("c,chw->hw", torch.tensor(LUMA, dtype=x.dtype), x)
@@ -48,7 +47,7 @@ def grid_amplitude(image: torch.Tensor, period: int = SCALE, tile: int = TILE) -
 
 def _along_rows(y: torch.Tensor, period: int, tile: int) -> float:
     box = F.avg_pool1d(F.pad(y.T[:, None], (period // 2, period - 1 - period // 2), mode="reflect"), period, 1)
-    g = (y - box[:, 0].T)[EDGE:-EDGE, EDGE:-EDGE]  # detail and any period-`period` pattern along y
+    g = (y - box[:, 0].T)[period:-period, period:-period]  # detail and any period-`period` pattern along y
     h, w = (g.shape[0] // tile) * tile, (g.shape[1] // tile) * tile
     t = g[:h, :w].reshape(h // tile, tile // period, period, w // tile, tile)  # (ty, cycle, phase, tx, col)
     phases = t.mean((1, 4))  # (ty, phase, tx)

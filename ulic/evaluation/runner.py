@@ -150,12 +150,9 @@ def cached(item: Item) -> dict | None:
     return r if r is not None and all(m in r for m in item.metrics) else None
 
 
-def _rescored(item: Item) -> dict | None:
-    """A cached result lacking some of the metrics asked for, completed by scoring the cached
-    decoded PNG (the codec does not run again); None when there is nothing usable."""
-    r = _cached_partial(item)
-    if r is None:
-        return None
+def _completed(item: Item, r: dict) -> dict | None:
+    """A cached result `r` lacking some of the metrics asked for, completed by scoring the cached
+    decoded PNG (the codec does not run again); None when the PNG cannot be read."""
     try:
         rec = load_rgb(item.stem.with_suffix(".png"))
     except (OSError, ValueError):
@@ -168,13 +165,13 @@ def _rescored(item: Item) -> dict | None:
 def run_item(item: Item) -> dict:
     """Code, score and cache one item (or return its cached result, completed with any metric
     it lacks)."""
-    r = cached(item)
-    if r is not None:
+    r = _cached_partial(item)
+    if r is not None and all(m in r for m in item.metrics):
         return r
     import torch
 
     torch.set_num_threads(1)
-    r = _rescored(item)
+    r = _completed(item, r) if r is not None else None
     if r is not None:
         return r
     ref = load_rgb(item.image)
