@@ -11,7 +11,8 @@
 # then evaluate runs/gpu-model (`ulic eval --model runs/gpu-model ...`) before shipping it.
 # Settings (environment): BUDGET seconds of training, BATCH, STEPS (upper bound), DEVICE
 # (cuda; cpu runs the same path here for a check), ARGS (more train_realism options, e.g.
-# "--w-anchor 2 --mse-drop 0.3 --d-shift 4 --beta 0.1").
+# "--mse-drop 0.3 --beta 0.1"; an option given again overrides the lattice weight and critic shift
+# of the shipped recipe, `--w-grid 256 --d-shift 4`, which keep the stripes away).
 set -e
 OUT=${OUT:-gpu-out}
 BUDGET=${BUDGET:-360}
@@ -31,7 +32,7 @@ python3 -m ulic.train.crop_pack unpack --pack "${PACK:-.gpu/crops.safetensors}" 
 # shellcheck disable=SC2086 # ARGS is a list of options
 python3 -m ulic.train.train_realism --crops "$WORK/crops.safetensors" --run "$WORK/run" --device "$DEVICE" \
     ${INIT:+--model "$INIT"} --batch "$BATCH" --steps "$STEPS" --budget-s "$BUDGET" --ckpt-every 500 \
-    --val-every 250 --log-every 20 $ARGS 2>&1 | tee "$OUT/train.txt"
+    --val-every 250 --log-every 20 --w-grid 256 --d-shift 4 $ARGS 2>&1 | tee "$OUT/train.txt"
 cp "$WORK/run/log.jsonl" "$OUT/log.jsonl"
 python3 -m ulic.train.export --realism-checkpoint "$WORK/run/checkpoint.safetensors" --out "$OUT/model" >/dev/null
 ls -l "$OUT/model"

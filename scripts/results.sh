@@ -21,12 +21,15 @@ dense() {  # results/kodak/{hevc,avif}-dense*: brackets of 0.02/0.03/0.05 bpp, L
 
 ulic() {  # results/kodak/ulic-realism*: the shipped model, default decoder (~35 min)
     $BIN/ulic eval --data "$K" --codec ulic --name ulic-realism --decoder diffusion --steps 4 \
-        --settings 0 10 25 40 50 60 75
+        --settings 0 10 25 40 50 55 60 75 --metrics psnr,ms_ssim,lpips_alex,dists,grid8
     for r in 0 0.5 1; do
         $BIN/ulic eval --data "$K" --codec ulic --name ulic-realism-r$r --decoder diffusion --steps 4 \
             --realism $r --settings 40 50 60
     done
     $BIN/ulic eval --compare ulic-diffusion ulic-realism
+    # the previous stage-3 decoder (60fe4fdf, before the lattice continuation): its rows are kept
+    # as ulic-realism-s3a (git show 53ebc50:results/kodak/ulic-realism.json)
+    $BIN/ulic eval --compare ulic-realism-s3a ulic-realism
 }
 
 stage2() {  # results/kodak/ulic-{fast,diffusion}*: the stage-2 decoder, from git history (~55 min)
@@ -56,7 +59,7 @@ other() {  # stage-1 table, TAEF2 ceiling, speed, large images, decode times, ou
     for set in outside val; do
         for r in 0 0.5 1; do
             $BIN/ulic eval --data cache/$set --out results/$set --codec ulic --name s3-r$r \
-                --decoder diffusion --steps 4 --realism $r --settings 30 40 50
+                --decoder diffusion --steps 4 --realism $r --settings 30 40 50 --metrics psnr,ms_ssim,lpips_alex,dists,grid8
         done
         ULIC_MODEL_DIR=cache/models/stage2 $BIN/ulic eval --data cache/$set --out results/$set --codec ulic \
             --name stage2 --decoder diffusion --steps 4 --settings 30 40 50 --cache cache/eval-stage2
@@ -91,6 +94,12 @@ fid() {  # results/kodak/fid64/: FID/64 at 0.02/0.03/0.05 bpp on the first 6 ima
         --metrics psnr,lpips_alex --settings hevc:d2:q8 hevc:d1.25:q10 --fid 64
     $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec avif --name avif-dense-fid24-b \
         --metrics psnr,lpips_alex --settings avif:d2:q4 avif:d1.5:q10 --fid 64
+    # grid8 (the 8-px pattern a decoder adds) at 0.03 bpp, scored on the cached PNGs of the runs above
+    for run in "ulic --name ulic-realism-fid24 --decoder diffusion --steps 4 --settings 55" \
+        "hevc --name hevc-dense-fid24 --settings hevc:d2:q13" "avif --name avif-dense-fid24 --settings avif:d1.75:q6"; do
+        # shellcheck disable=SC2086 # run is a list of options
+        $BIN/ulic eval --data "$K" --out results/kodak/grid8 --metrics psnr,lpips_alex,grid8 --codec $run
+    done
 }
 
 semantics() {  # results/kodak/ulic-pfo-e{1,2}* (--effort), src_bytes.json, results/bench/effort.json (~45 min)

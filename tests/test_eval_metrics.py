@@ -130,3 +130,23 @@ def test_grid8_refuses_small_or_mismatched_images():
         grid8(torch.rand(1, 3, 32, 96), torch.rand(1, 3, 32, 96))
     with pytest.raises(UlicError, match="sizes differ"):
         grid8(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 72))
+
+
+def test_lattice_loss_sees_only_the_error_locked_to_the_8px_grid():
+    """The training counterpart of grid8: an 8-px sine error of amplitude a costs a^2 / 2 (per
+    axis, any phase); the same energy at another period, and a smooth ramp, cost about nothing;
+    it is per sample and has a gradient."""
+    from ulic.evaluation.artefacts import lattice_loss
+
+    x = _natural(1, 128, 128).expand(2, -1, -1, -1).contiguous()
+    rows = torch.arange(128.0)[:, None].expand(-1, 128)
+    a = 0.04
+    assert torch.equal(lattice_loss(x, x), torch.zeros(2))
+    for period, phase, expect in ((8, 0.3, a * a / 2), (8, 1.9, a * a / 2), (5, 0.3, 0.0), (12, 0.3, 0.0)):
+        got = lattice_loss(x + a * torch.sin(2 * torch.pi * rows / period + phase), x)
+        assert got.shape == (2,) and got[0] == pytest.approx(expect, abs=0.1 * a * a), (period, phase)
+    ramp = 0.2 * rows / 128
+    assert lattice_loss(x + ramp, x)[0] < 0.01 * a * a
+    y = x.clone().requires_grad_(True)
+    lattice_loss(y + a * torch.sin(2 * torch.pi * rows.T / 8), x).sum().backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0

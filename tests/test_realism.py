@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -146,6 +147,7 @@ def tiny_crops(path) -> None:
 
 
 TINY_RUN = ["--batch", "2", "--k", "2", "--gan-start", "0", "--gan-ramp", "1", "--ckpt-every", "1", "--bf16", "off"]
+TINY_RUN += ["--w-grid", "8"]  # the lattice term too
 
 
 @needs_vae
@@ -160,6 +162,8 @@ def test_stage3_training_steps_checkpoint_and_resume(tmp_path):
     assert main(args + ["--steps", "3"]) == 0
     lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["step"] == 3 and "val_psnr_q40_r1" in json.loads(lines[0])
+    assert math.isfinite(json.loads(lines[0])["val_grid_q40_r1"])
+    assert all(math.isfinite(json.loads(line).get("lattice", 0.0)) for line in lines)
 
 
 @needs_vae

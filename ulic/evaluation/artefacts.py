@@ -31,6 +31,7 @@ from ulic.pixels import to_uint8_range
 from ulic.vae.taef2 import SCALE
 
 TILE = 64  # 8 periods per tile: enough for natural content to average out, short enough for drifting phase
+LATTICE_TILE = 32  # the training loss's tile: 16 tiles per 128-px crop (the error has no content to average out)
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 
 
@@ -42,17 +43,48 @@ def grid_amplitude(image: torch.Tensor, period: int = SCALE, tile: int = TILE) -
     if x.shape[1] < need or x.shape[2] < need:
         raise UlicError(f"image {x.shape[1]}x{x.shape[2]} too small for grid8 (needs {need} px per side)")
     y = torch.einsum("c,chw->hw", torch.tensor(LUMA, dtype=x.dtype), x)
-    return _along_rows(y, period, tile), _along_rows(y.T, period, tile)
+    rows, cols = (
+        phase_pattern(detail(y, period, axis)[period:-period, period:-period], period, tile, axis) for axis in (-2, -1)
+    )
+    return float(rows.pow(2).mean().sqrt()), float(cols.pow(2).mean().sqrt())
 
 
-def _along_rows(y: torch.Tensor, period: int, tile: int) -> float:
-    box = F.avg_pool1d(F.pad(y.T[:, None], (period // 2, period - 1 - period // 2), mode="reflect"), period, 1)
-    g = (y - box[:, 0].T)[period:-period, period:-period]  # detail and any period-`period` pattern along y
-    h, w = (g.shape[0] // tile) * tile, (g.shape[1] // tile) * tile
-    t = g[:h, :w].reshape(h // tile, tile // period, period, w // tile, tile)  # (ty, cycle, phase, tx, col)
-    phases = t.mean((1, 4))  # (ty, phase, tx)
-    phases = phases - phases.mean(1, keepdim=True)
-    return float(phases.pow(2).mean().sqrt())
+def detail(x: torch.Tensor, period: int, axis: int) -> torch.Tensor:
+    """(..., H, W) -> same shape: x minus its `period`-px moving average along `axis` (-2: y,
+    -1: x), reflect-padded; keeps fine detail and any pattern of that period. Differentiable."""
+    lo, hi = period // 2, period - 1 - period // 2
+    flat = x.reshape(-1, 1, *x.shape[-2:])  # (N, 1, H, W)
+    if axis == -2:
+        box = F.avg_pool2d(F.pad(flat, (0, 0, lo, hi), mode="reflect"), (period, 1), 1)
+    else:
+        box = F.avg_pool2d(F.pad(flat, (lo, hi, 0, 0), mode="reflect"), (1, period), 1)
+    return x - box.reshape(x.shape)
+
+
+def phase_pattern(x: torch.Tensor, period: int, tile: int, axis: int) -> torch.Tensor:
+    """(..., H, W) -> (..., H // tile, period, W // tile): per tile x tile block, the mean of x
+    over each phase (index mod period) along `axis` (-2: rows, -1: columns), centred over the
+    phases: the block's period-px pattern. Differentiable; the remainder past whole tiles is
+    left out."""
+    if axis == -1:
+        x = x.transpose(-2, -1)
+    h, w = (x.shape[-2] // tile) * tile, (x.shape[-1] // tile) * tile
+    t = x[..., :h, :w].reshape(*x.shape[:-2], h // tile, tile // period, period, w // tile, tile)
+    p = t.mean((-4, -1))  # (..., tiles down, phase, tiles across)
+    return p - p.mean(-2, keepdim=True)
+
+
+def lattice_loss(
+    decoded: torch.Tensor, original: torch.Tensor, period: int = SCALE, tile: int = LATTICE_TILE
+) -> torch.Tensor:
+    """(B, C, H, W) pair in [0, 1] -> (B,): mean square of the `period`-px pattern (rows and
+    columns, per tile) of the error decoded - original: the training counterpart of grid8, zero
+    when the decoder adds no pattern locked to the latent grid. Differentiable."""
+    if min(decoded.shape[-2:]) < tile + period:
+        raise UlicError(f"crops of {tuple(decoded.shape[-2:])} px are too small for the lattice loss (tile {tile})")
+    err = decoded - original
+    rows, cols = (phase_pattern(detail(err, period, axis), period, tile, axis) for axis in (-2, -1))
+    return rows.pow(2).flatten(1).mean(1) + cols.pow(2).flatten(1).mean(1)
 
 
 def grid8(original: torch.Tensor, decoded: torch.Tensor) -> float:

@@ -8,11 +8,15 @@ Per step (one quality byte per batch, the realism R ~ U[0, 1] per sample):
     L_G = w_mse * (1 - mse_drop * R) * MSE(image, crop)
           + R * (w_lpips * LPIPS-VGG(image, crop) + beta * hinge_G(D(image, z_c)))
           + w_anchor * MSE(frozen TAEF2 decoder(latent), crop)      the latent stays on TAEF2's manifold
+          + w_grid * lattice(image - crop)              the error's 8-px pattern (grid8's counterpart)
     L_D = hinge(D(crop, z_c), D(image, z_c))     D sees both at one random shift of 0..7 px
 
 The anchor term keeps the denoised latent decodable by the frozen TAEF2 decoder (a latent off its
 manifold shows as a block grid there and as stripes in the fine-tuned decoder); the random
-shift stops the patch critic from keying on the 8-px latent grid.
+shift stops the patch critic from keying on the 8-px latent grid. The lattice term
+(`ulic.evaluation.artefacts.lattice_loss`) penalises only the part of the error that repeats every
+8 px within 32-px tiles (rows and columns), at every R: the horizontal stripes the R = 1 branch
+learns in long runs, which the MSE term resists only as much as any other error of that energy.
 
 The generator starts from the shipped stage-2 decoder (its DRM input gains an R plane with zero
 weights, the denoiser a zero R projection) and TAEF2's decoder weights, so step 0 decodes as
@@ -38,6 +42,7 @@ from torch import nn
 from ulic.codec.hyperprior import Q_STEPS
 from ulic.diffusion.decode import sample
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
+from ulic.evaluation.artefacts import lattice_loss
 from ulic.evaluation.lpips import LPIPS
 from ulic.model_store import load_decoder, load_model
 from ulic.runtime import DEVICES, fast_bf16, resolve_device, tune_allocator
@@ -143,11 +148,15 @@ def generator_step(step: int, parts: dict, target: torch.Tensor, lat: torch.Tens
     disc = parts["disc"].requires_grad_(False)  # the bare module: no critic update in this pass
     adv = g_hinge(disc(img.clamp(0, 1), z_c, shift)) if beta > 0 else torch.zeros_like(mse)
     disc.requires_grad_(True)
+    lattice = lattice_loss(img, target) if args.w_grid > 0 else torch.zeros_like(mse)
     anchor = torch.zeros_like(mse)
     if args.w_anchor > 0:
         anchor = (decode_pixels(parts["vae_decoder"], lat_hat, bf16=args.bf16) - target).pow(2).mean((1, 2, 3))
     loss_g = (
-        args.w_mse * (1 - args.mse_drop * r) * mse + args.w_anchor * anchor + r * (args.w_lpips * lpv + beta * adv)
+        args.w_mse * (1 - args.mse_drop * r) * mse
+        + args.w_anchor * anchor
+        + args.w_grid * lattice
+        + r * (args.w_lpips * lpv + beta * adv)
     ).mean()
     parts["opt_g"].zero_grad(set_to_none=True)
     loss_g.backward()  # under DDP: gradients averaged over the ranks here
@@ -159,6 +168,7 @@ def generator_step(step: int, parts: dict, target: torch.Tensor, lat: torch.Tens
         "lpips_vgg": lpv.mean(),
         "g_adv": adv.mean(),
         "anchor": anchor.mean(),
+        "lattice": lattice.mean(),
     }
     return logged, img.detach(), z_c, shift
 
@@ -178,7 +188,8 @@ def train_step(step: int, parts: dict, crops: Crops, args: argparse.Namespace) -
 
 @torch.no_grad()
 def validate(parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, float]:
-    """Held-out crops at two rates, R = 0 and 1, fixed noise: PSNR, LPIPS-Alex, LPIPS-VGG."""
+    """Held-out crops at two rates, R = 0 and 1, fixed noise: PSNR, LPIPS-Alex, LPIPS-VGG and
+    the RMS (grey levels) of the error's 8-px pattern."""
     dev = parts["device"]
     x, lat = crops.val_pixels.to(dev).float() / 255, crops.val_latents.to(dev).float()
     path = DecodingPath(parts["gen"], args.k, False)
@@ -193,6 +204,7 @@ def validate(parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, f
             out[f"val_psnr_q{qb}_r{r:g}"] = float((10 * torch.log10(1 / mse)).mean())
             out[f"val_lpips_alex_q{qb}_r{r:g}"] = float(parts["alex"](img, x).mean())
             out[f"val_lpips_vgg_q{qb}_r{r:g}"] = float(parts["lpips"](img, x).mean())
+            out[f"val_grid_q{qb}_r{r:g}"] = float(lattice_loss(img, x).mean().sqrt() * 255)  # grey levels
     return out
 
 
@@ -359,6 +371,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--w-mse", type=float, default=16.0, help="MSE weight (images in [0, 1])")
     ap.add_argument("--mse-drop", type=float, default=0.0, help="MSE weight is w_mse * (1 - mse_drop * R)")
     ap.add_argument("--w-anchor", type=float, default=0.0, help="MSE weight through the frozen TAEF2 decoder")
+    ap.add_argument(
+        "--w-grid", type=float, default=0.0, help="weight of the error's 8-px pattern (lattice_loss), all R"
+    )
     ap.add_argument("--d-shift", type=int, default=0, help="random shift (px) of D's inputs, both real and fake")
     ap.add_argument("--w-lpips", type=float, default=1.0, help="LPIPS-VGG weight, times R")
     ap.add_argument("--beta", type=float, default=0.1, help="adversarial weight, times R")
