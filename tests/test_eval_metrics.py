@@ -150,3 +150,5 @@ def test_lattice_loss_sees_only_the_error_locked_to_the_8px_grid():
     y = x.clone().requires_grad_(True)
     lattice_loss(y + a * torch.sin(2 * torch.pi * rows.T / 8), x).sum().backward()
     assert y.grad is not None and y.grad.abs().sum() > 0
+    with pytest.raises(UlicError, match="too small"):
+        lattice_loss(torch.rand(1, 3, 24, 128), torch.rand(1, 3, 24, 128))

@@ -80,7 +80,7 @@ def lattice_loss(
     """(B, C, H, W) pair in [0, 1] -> (B,): mean square of the `period`-px pattern (rows and
     columns, per tile) of the error decoded - original: the training counterpart of grid8, zero
     when the decoder adds no pattern locked to the latent grid. Differentiable."""
-    if min(decoded.shape[-2:]) < tile + period:
+    if min(decoded.shape[-2:]) < tile:
         raise UlicError(f"crops of {tuple(decoded.shape[-2:])} px are too small for the lattice loss (tile {tile})")
     err = decoded - original
     rows, cols = (phase_pattern(detail(err, period, axis), period, tile, axis) for axis in (-2, -1))
