@@ -81,12 +81,13 @@ serve: setup
 # .gpu/, carried by the device tool): the constriction wheel for its Python 3.12, the TAEF2
 # weights, int8 copies of the LPIPS networks (VGG16 in 15 MB instead of 59) and a pack of
 # GPU_CROPS training crops (JPEG, latents recomputed there). The repository and .gpu/ together
-# must stay under the tool's 64 MiB; the last line checks it.
-CROPS ?= cache/pixel_crops128.safetensors
+# must stay under the tool's 64 MiB; the last line checks it. CRITIC (optional): a stage-3
+# checkpoint whose critic the burst starts from (float16, 5.6 MB; scripts/gpu_train.sh).
+CROPS ?= cache/pixel_crops128c.safetensors
 GPU_CROPS ?= 1400
 $(CROPS): | setup
 	$(BIN)/python -m ulic.train.pixel_crops --data $(SHARED)/data/train $(SHARED)/data/train_extra \
-	    --out $@ --per-image 3
+	    --out $@ --per-image 6 --concepts
 gpu-bundle: setup $(CROPS)
 	rm -rf .gpu && mkdir -p .gpu/whl .gpu/taef2
 	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -95,6 +96,7 @@ gpu-bundle: setup $(CROPS)
 	cp $(ULIC_WEIGHTS_DIR)/taef2_encoder.pth $(ULIC_WEIGHTS_DIR)/taef2_decoder.pth .gpu/taef2/
 	$(BIN)/python -m ulic.evaluation.metric_weights --lpips-copy .gpu/lpips
 	$(BIN)/python -m ulic.train.crop_pack pack --cache $(CROPS) --out .gpu/crops.safetensors --n $(GPU_CROPS)
+	if [ -n "$(CRITIC)" ]; then $(BIN)/python -m ulic.train.export --critic-of $(CRITIC) --out .gpu/critic.safetensors; fi
 	@total=$$(( $$(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1) + $$(du -sb .gpu | cut -f1) )); \
 	 echo "gpu-bundle: repository + .gpu = $$total bytes (limit 67108864)"; test $$total -lt 67108864
 

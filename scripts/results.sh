@@ -19,7 +19,7 @@ dense() {  # results/kodak/{hevc,avif}-dense*: brackets of 0.02/0.03/0.05 bpp, L
     done
 }
 
-ulic() {  # results/kodak/ulic-realism*: the shipped model, default decoder (~35 min)
+ulic() {  # results/kodak/ulic-realism*: the shipped model, default decoder, and with --src (~50 min)
     $BIN/ulic eval --data "$K" --codec ulic --name ulic-realism --decoder diffusion --steps 4 \
         --settings 0 10 25 40 50 55 60 75 --metrics psnr,ms_ssim,lpips_alex,dists,grid8
     for r in 0 0.5 1; do
@@ -27,9 +27,15 @@ ulic() {  # results/kodak/ulic-realism*: the shipped model, default decoder (~35
             --realism $r --settings 40 50 60
     done
     $BIN/ulic eval --compare ulic-diffusion ulic-realism
-    # the previous stage-3 decoder (60fe4fdf, before the lattice continuation): its rows are kept
-    # as ulic-realism-s3a (git show 53ebc50:results/kodak/ulic-realism.json)
+    # the earlier stage-3 decoders, their rows kept: 60fe4fdf (3a, before the lattice continuation)
+    # as ulic-realism-s3a (git show 53ebc50:results/kodak/ulic-realism.json), fc01fb04 (3g, before
+    # the concept-reading continuation) as ulic-realism-s3g (git show cacaddc:results/kodak/ulic-realism.json)
     $BIN/ulic eval --compare ulic-realism-s3a ulic-realism
+    $BIN/ulic eval --compare ulic-realism-s3g ulic-realism
+    # + SRC: the same decoder reading the files' concept ids (issue 14's ablation)
+    $BIN/ulic eval --data "$K" --codec ulic --name ulic-realism-src --decoder diffusion --steps 4 \
+        --settings 0 10 25 40 50 55 60 75 --src --metrics psnr,ms_ssim,lpips_alex,dists,grid8
+    $BIN/ulic eval --compare ulic-realism ulic-realism-src
 }
 
 stage2() {  # results/kodak/ulic-{fast,diffusion}*: the stage-2 decoder, from git history (~55 min)
@@ -102,12 +108,16 @@ fid() {  # results/kodak/fid64/: FID/64 at 0.02/0.03/0.05 bpp on the first 6 ima
     done
 }
 
-semantics() {  # results/kodak/ulic-pfo-e{1,2}* (--effort), src_bytes.json, results/bench/effort.json (~45 min)
+semantics() {  # results/kodak/ulic-pfo-e{1,2}* (--effort, and e1 with --src), src_bytes.json, results/bench/effort.json (~55 min)
     for e in 1 2; do
         $BIN/ulic eval --data "$K" --codec ulic --name ulic-pfo-e$e --decoder diffusion --steps 4 \
             --settings 40 50 60 --effort $e
         $BIN/ulic eval --compare ulic-realism ulic-pfo-e$e
     done
+    # Pfo over the SRC ids too (a decoder that reads them): against the same files without Pfo
+    $BIN/ulic eval --data "$K" --codec ulic --name ulic-pfo-e1-src --decoder diffusion --steps 4 \
+        --settings 40 50 60 --effort 1 --src
+    $BIN/ulic eval --compare ulic-realism-src ulic-pfo-e1-src
     $BIN/python -m ulic.tools.bench_src --data "$K" --out results/kodak/src_bytes.json
     $BIN/python -m ulic.tools.bench_effort --image "$K/kodim23.png" --out results/bench/effort.json
 }

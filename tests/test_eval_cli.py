@@ -214,12 +214,14 @@ def test_ulic_settings_name_the_optimisation_steps():
     assert _settings("ulic", ["50"], "diffusion4", 20) == ["ulic:q50:o20:diffusion4"]
     assert _settings("ulic", ["25"], "fast") == ["ulic:q25:fast"]
     assert _settings("ulic", ["60"], None, 0, 2) == ["ulic:q60:e2"]
-    assert parse_ulic_setting("ulic:q50:o20:diffusion4") == (50.0, 20, "diffusion", 4, None, 0)
-    assert parse_ulic_setting("ulic:q25:fast") == (25.0, 0, "fast", None, None, 0)  # made before :o existed
-    assert parse_ulic_setting("ulic:q7.5") == (7.5, 0, None, None, None, 0)
-    assert parse_ulic_setting("ulic:q50:diffusion:r0.5") == (50.0, 0, "diffusion", None, 0.5, 0)
-    assert parse_ulic_setting("ulic:q50:r1") == (50.0, 0, None, None, 1.0, 0)
-    assert parse_ulic_setting("ulic:q60:e2") == (60.0, 0, None, None, None, 2)
+    assert parse_ulic_setting("ulic:q50:o20:diffusion4") == (50.0, 20, "diffusion", 4, None, 0, False)
+    assert parse_ulic_setting("ulic:q25:fast") == (25.0, 0, "fast", None, None, 0, False)  # made before :o existed
+    assert parse_ulic_setting("ulic:q7.5") == (7.5, 0, None, None, None, 0, False)
+    assert parse_ulic_setting("ulic:q50:diffusion:r0.5") == (50.0, 0, "diffusion", None, 0.5, 0, False)
+    assert parse_ulic_setting("ulic:q50:r1") == (50.0, 0, None, None, 1.0, 0, False)
+    assert parse_ulic_setting("ulic:q60:e2") == (60.0, 0, None, None, None, 2, False)
+    assert _settings("ulic", ["40"], "diffusion4", 0, 1, True) == ["ulic:q40:e1:src:diffusion4"]
+    assert parse_ulic_setting("ulic:q40:e1:src:diffusion4") == (40.0, 0, "diffusion", 4, None, 1, True)
 
 
 def test_eval_under_torchrun_splits_items_and_matches_one_process(data_dir, tmp_path):

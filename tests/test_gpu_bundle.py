@@ -39,17 +39,21 @@ def smooth_crops(n: int, size: int = 128, seed: int = 0) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def write_cache(path: Path, n: int = 5) -> torch.Tensor:
+def write_cache(path: Path, n: int = 5, vocabulary: str | None = None) -> torch.Tensor:
+    """A crop cache of n smooth crops (the first 2 also as validation); given a vocabulary id,
+    concept maps too, crop i's holding i everywhere."""
     from ulic.vae.weights import load_vae
 
     pixels = smooth_crops(n)
     with torch.no_grad():
         latents = load_vae().encoder(pixels.float() / 255).half().contiguous()
-    save_file(
-        {"pixels": pixels, "latents": latents, "val_pixels": pixels[:2].clone(), "val_latents": latents[:2].clone()},
-        str(path),
-        metadata={"size": "128"},
-    )
+    t = {"pixels": pixels, "latents": latents, "val_pixels": pixels[:2].clone(), "val_latents": latents[:2].clone()}
+    meta = {"size": "128"}
+    if vocabulary is not None:
+        t["concepts"] = torch.arange(n, dtype=torch.uint8)[:, None, None].expand(n, 16, 16).contiguous()
+        t["val_concepts"] = t["concepts"][:2].clone()
+        meta["vocabulary_id"] = vocabulary
+    save_file(t, str(path), metadata=meta)
     return pixels
 
 
@@ -112,6 +116,24 @@ def test_crop_pack_round_trip_keeps_pixels_and_recomputes_latents(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@needs_vae
+def test_crop_pack_keeps_each_crops_concept_map_and_vocabulary(tmp_path):
+    from safetensors import safe_open
+
+    from ulic.train.crop_pack import pack, unpack
+
+    pixels = write_cache(tmp_path / "cache.safetensors", n=5, vocabulary="7")
+    pack(tmp_path / "cache.safetensors", tmp_path / "pack.safetensors", n=3, seed=1)
+    unpack(tmp_path / "pack.safetensors", tmp_path / "out.safetensors")
+    t = load_file(str(tmp_path / "out.safetensors"))
+    assert t["concepts"].shape == (3, 16, 16) and torch.equal(t["val_concepts"][:, 0, 0], torch.tensor([0, 1]).byte())
+    for p, m in zip(t["pixels"].float(), t["concepts"], strict=True):  # each map stays with its crop
+        source = int(((pixels.float() - p) ** 2).mean((1, 2, 3)).argmin())
+        assert (m == source).all()
+    with safe_open(str(tmp_path / "out.safetensors"), "pt") as f:
+        assert (f.metadata() or {})["vocabulary_id"] == "7"
+
+
 def test_time_budget_fits_the_step_count_after_calibration(monkeypatch):
     clock = [100.0]
     monkeypatch.setattr("ulic.train.train_realism.time.time", lambda: clock[0])
@@ -133,10 +155,12 @@ def test_time_budget_fits_the_step_count_after_calibration(monkeypatch):
 def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
     """scripts/gpu_train.sh with DEVICE=cpu: unpack, one budget-limited step, export; the
     exported decoder loads as a model's decoder."""
-    from ulic.model_store import load_decoder
+    from ulic.model_store import load_decoder, load_model, load_semantics
     from ulic.train.crop_pack import pack
 
-    write_cache(tmp_path / "cache.safetensors", n=4)
+    shipped = load_semantics(str(load_model().folder))  # maps of its vocabulary: read if the decoder reads them
+    assert shipped is not None
+    write_cache(tmp_path / "cache.safetensors", n=4, vocabulary=str(shipped.vocabulary_id))
     pack(tmp_path / "cache.safetensors", tmp_path / "pack.safetensors", n=4)
     for net in ("vgg16", "alexnet"):
         mw.save_lpips_copy(net, tmp_path / "lpips" / f"{net}.safetensors")
@@ -162,3 +186,5 @@ def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
     dec, cfg = load_decoder(str(out / "model"))
     assert cfg["training"] == {"stage": 3, "steps": 1, "seconds": round(log[-1]["seconds"])}
     assert dec.pixel is not None
+    critic = load_file(str(out / "critic.safetensors"))  # the next burst's CRITIC
+    assert critic and all(k.startswith("disc.") for k in critic)

@@ -130,8 +130,13 @@ def test_train_parts_decide_what_the_optimiser_moves(part):
         assert torch.equal(p, before[n]) != (id(p) in held and p.grad is not None and bool(p.grad.any())), n
 
 
-def tiny_crops(path) -> None:
-    """A crop cache of 4 random 128-px crops (2 of them also as validation) with their latents."""
+SHIPPED = "shipped"
+
+
+def tiny_crops(path, vocabulary: tuple[int, int] | str | None = SHIPPED) -> None:
+    """A crop cache of 4 random 128-px crops (2 of them also as validation) with their latents
+    and random concept maps of `vocabulary` (k, id): by default the shipped model's (its decoder
+    reads them); None: no maps."""
     from safetensors.torch import save_file
 
     from ulic.vae.weights import load_vae
@@ -140,10 +145,19 @@ def tiny_crops(path) -> None:
     pixels = (torch.rand(4, 3, 128, 128, generator=g) * 255).to(torch.uint8)  # latents: multiples of 16
     with torch.no_grad():
         latents = load_vae().encoder(pixels.float() / 255).half().contiguous()
-    save_file(
-        {"pixels": pixels, "latents": latents, "val_pixels": pixels[:2].clone(), "val_latents": latents[:2].clone()},
-        str(path),
-    )
+    t = {"pixels": pixels, "latents": latents, "val_pixels": pixels[:2].clone(), "val_latents": latents[:2].clone()}
+    meta = {}
+    if vocabulary == SHIPPED:
+        from ulic.model_store import load_model, load_semantics
+
+        sem = load_semantics(str(load_model().folder))
+        assert sem is not None
+        vocabulary = (sem.k, sem.vocabulary_id)
+    if isinstance(vocabulary, tuple):
+        t["concepts"] = torch.randint(0, vocabulary[0], (4, 16, 16), generator=g).to(torch.uint8)
+        t["val_concepts"] = t["concepts"][:2].clone()
+        meta["vocabulary_id"] = str(vocabulary[1])
+    save_file(t, str(path), metadata=meta)
 
 
 TINY_RUN = ["--batch", "2", "--k", "2", "--gan-start", "0", "--gan-ramp", "1", "--ckpt-every", "1", "--bf16", "off"]
@@ -186,3 +200,29 @@ def test_stage3_training_under_torchrun_keeps_ranks_identical(tmp_path):
     assert doc["world"] == 2 and sorted(doc["shards"][0] + doc["shards"][1]) == [0, 1, 2, 3]
     assert doc["weights_sha256"][0] == doc["weights_sha256"][1]
     assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] == 2
+
+
+@needs_vae
+def test_a_new_run_can_start_its_critic_from_an_earlier_runs(tmp_path):
+    """export --critic-of writes the critic alone (float16); train_realism --critic starts a new
+    run's critic from it (with lr 0 its weights stay those of the file); a file without one is
+    refused in one line."""
+    from safetensors.torch import load_file
+
+    from ulic.train.export import main as export_main
+    from ulic.train.train_realism import main
+
+    crops = tmp_path / "crops.safetensors"
+    tiny_crops(crops)
+    base = ["--crops", str(crops), "--val-every", "100", *TINY_RUN, "--steps", "1"]
+    assert main(["--run", str(tmp_path / "a"), *base]) == 0
+    critic = tmp_path / "critic.safetensors"
+    assert export_main(["--critic-of", str(tmp_path / "a" / "checkpoint.safetensors"), "--out", str(critic)]) == 0
+    saved = load_file(str(critic))
+    assert saved and all(k.startswith("disc.") and v.dtype == torch.float16 for k, v in saved.items())
+    assert main(["--run", str(tmp_path / "b"), *base, "--critic", str(critic), "--lr-d", "0"]) == 0
+    after = load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
+    weights = [k for k in saved if k.endswith(".original")]
+    assert weights and all(torch.equal(after[k], saved[k].float()) for k in weights)
+    with pytest.raises(SystemExit, match="not a stage-3 critic"):
+        main(["--run", str(tmp_path / "c"), *base, "--critic", str(crops)])

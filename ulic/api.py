@@ -24,7 +24,7 @@ from ulic import bitstream
 from ulic.codec.model import Q_STEPS
 from ulic.codec.optimize import Objective, optimize_latents, tune_latents
 from ulic.diffusion import DECODERS, MAX_EFFORT
-from ulic.diffusion.pfo import EFFORTS, latent_path_mse
+from ulic.diffusion.pfo import EFFORTS, choose_concepts, concept_candidates, latent_path_mse
 from ulic.errors import BitstreamError, InputImageError, UlicError
 from ulic.imageio import load_image, max_pixels, to_pil
 from ulic.limits import check_container_length, check_size, padded, read_container
@@ -248,6 +248,28 @@ def _optimized(
         return coder, q
 
 
+def _optimized_concepts(
+    coder: LatentCoder,
+    q: int,
+    latent: torch.Tensor,
+    embeddings: torch.Tensor,
+    pfo: tuple[Any, float | None],
+    max_bytes: int | None,
+) -> LatentCoder:
+    """The coder with its SRC ids chosen by Pfo (`ulic.diffusion.pfo.choose_concepts`) for a
+    decoder that reads them, judged on the z_c the decoder will entropy-decode at q byte q; the
+    plain ids are kept when the new section would break a max_bytes limit."""
+    assert coder.concepts is not None
+    sem = coder.concepts[0]
+    dec, realism = pfo
+    z_c = _entropy_decode(coder(q)[0], coder.model, StageTimer()).z_c
+    own = latent[:, :, : -(-coder.h // SCALE), : -(-coder.w // SCALE)]  # the image's own TAEF2 latent
+    candidates = concept_candidates(sem.centroids, embeddings)
+    ids = choose_concepts(dec, z_c, own.to(z_c.dtype), q, realism, (coder.h, coder.w), candidates)
+    tuned = LatentCoder(coder.y, coder.z, coder.h, coder.w, coder.model, tuple(coder.extras), (sem, ids.numpy()))
+    return coder if max_bytes is not None and tuned.size(q) > max_bytes else tuned
+
+
 def encode(
     image,
     quality: float | None = None,
@@ -287,13 +309,16 @@ def encode(
     timer.mark("read")
     latent = encode_latent(x, model, dev)
     timer.mark("vae_encode")
-    concepts = (sem, sem.assign(region_embeddings(x))) if sem is not None else None
+    embeddings = region_embeddings(x) if sem is not None else None
+    concepts = (sem, sem.assign(embeddings)) if sem is not None and embeddings is not None else None
     coder = LatentCoder(*model.codec.analyse(latent), h, w, model, extras, concepts)
     timer.mark("analysis")
     q = _pick_q(coder, quality, bpp, max_bytes)
     timer.mark("rate_search")
     if optimize or effort:
         coder, q = _optimized(coder, q, x, latent, optimize, effort, (quality, bpp, max_bytes), pfo)
+    if pfo is not None and pfo[0].cfg.concepts and sem is not None and embeddings is not None:
+        coder = _optimized_concepts(coder, q, latent, embeddings, pfo, max_bytes)
     timer.mark("optimize")
     data, bits = coder(q)
     if bpp is not None:
@@ -366,12 +391,15 @@ def _run_decoder(
     seeds: list[int],
     realism: float | None = None,
     timer: StageTimer | None = None,
+    concepts: tuple[tuple[int, int], list[list[int] | None]] | None = None,
 ) -> tuple[torch.Tensor, str, int, Any]:
     """Apply the stage-2/3 decoder to z_c (B, 32, h, w), on z_c's device: `mse` keeps the
     stage-1 latent z_c itself (highest PSNR, blurriest), `fast` is the DRM's coarse latent,
     `diffusion` runs the CDM sampler with one noise seed per image. A model without a stage-2
     decoder decodes z_c itself (`mse`, also answered for `fast`). Returns (latent, decoder,
-    steps, pixel decoder or None for the frozen TAEF2 decoder)."""
+    steps, pixel decoder or None for the frozen TAEF2 decoder). concepts: the image size (H, W)
+    and each file's SRC concept ids (None for a file without them), read by a decoder trained
+    with concepts."""
     from ulic.diffusion.decode import refine
     from ulic.model_store import load_decoder
 
@@ -389,9 +417,26 @@ def _run_decoder(
     r = None
     if dec.cfg.realism:
         r = float(cfg.get("default_realism", 1.0)) if realism is None else float(realism)
-    latent = refine(dec, z_c, q_byte, k, seeds, r, timer)
+    cmap = _concept_maps(dec.cfg, concepts, z_c.shape[2:]) if dec.cfg.concepts and concepts else None
+    latent = refine(dec, z_c, q_byte, k, seeds, r, timer, cmap.to(z_c.device) if cmap is not None else None)
     pixel = dec.pixel.with_realism(r if r is not None else 0.0) if dec.pixel is not None else None
     return latent, decoder, k, pixel
+
+
+def _concept_maps(
+    cfg: Any, concepts: tuple[tuple[int, int], list[list[int] | None]], hw: tuple[int, ...]
+) -> torch.Tensor | None:
+    """The concept id under each latent position (B, h, w) for a decoder configured with
+    `cfg.concepts` ids (a file without SRC: the id meaning none everywhere); None when no file
+    has concepts."""
+    from ulic.semantics.encoder import GRID, concept_map
+
+    size, per_file = concepts
+    if all(c is None for c in per_file):
+        return None
+    none = [cfg.concepts] * GRID * GRID
+    ids = torch.tensor([c if c is not None else none for c in per_file], dtype=torch.int64)  # (B, GRID * GRID)
+    return concept_map(ids, size, (int(hw[0]), int(hw[1])), SCALE)
 
 
 @dataclass
@@ -463,7 +508,15 @@ def decode(
     p = _entropy_decode(data, model, timer)
     c = p.header
     latent, used, k, pixel = _run_decoder(
-        p.z_c.to(dev), c.quality, model, decoder, steps, [seed_from_bytes(data)], realism, timer
+        p.z_c.to(dev),
+        c.quality,
+        model,
+        decoder,
+        steps,
+        [seed_from_bytes(data)],
+        realism,
+        timer,
+        ((c.height, c.width), [p.concepts]),
     )
     latent = latent[:, :, : -(-c.height // SCALE), : -(-c.width // SCALE)]
     img = _pixels(latent, pixel)[:, :, : c.height, : c.width]
@@ -501,7 +554,8 @@ def decode_batch(
             timer = StageTimer()
             z_c = torch.cat([parsed[i].z_c for i in idx]).to(dev)
             seeds = [seed_from_bytes(datas[i]) for i in idx]
-            latent, used, k, pixel = _run_decoder(z_c, q_byte, model, decoder, steps, seeds, realism, timer)
+            known = ((h, w), [parsed[i].concepts for i in idx])
+            latent, used, k, pixel = _run_decoder(z_c, q_byte, model, decoder, steps, seeds, realism, timer, known)
             latent = latent[:, :, : -(-h // SCALE), : -(-w // SCALE)]  # as `decode`: the VAE's GroupNorm sees this
             imgs = _pixels(latent, pixel)[:, :, :h, :w]
             share = {"total": timer.total() / len(idx)}

@@ -329,7 +329,7 @@ def _add_file_commands(sub) -> None:
         action="store_true",
         help="add the semantic residual section: concept ids of a 4x4 grid of regions, priced by the "
         "decoder's prediction from the latent (a few bytes, counted in the rate; `ulic info` shows "
-        "them; no shipped decoder reads them yet, see docs/usage.md)",
+        "them; the default decoder reads them, but they gain less than they cost: docs/usage.md)",
     )
     c.set_defaults(func=cmd_compress)
     d = sub.add_parser("decompress", help=".ulic -> image (PNG)")

@@ -139,6 +139,14 @@ def load_decoder(folder: str) -> tuple[DiffusionDecoder, dict] | None:
         dec.load_state_dict(_float(t), strict=True)
     except RuntimeError as e:
         raise WeightsError(f"{f}/{DECODER_FILES[1]} does not fit its config ({str(e).splitlines()[0]})") from None
+    if cfg.concepts:  # the ids it reads must be those of this folder's vocabulary
+        sem = load_semantics(folder)
+        if sem is None or (sem.k, sem.vocabulary_id) != (cfg.concepts, cfg.vocabulary):
+            found = "none" if sem is None else f"{sem.k} concepts, id {sem.vocabulary_id}"
+            raise WeightsError(
+                f"{f}/{DECODER_FILES[0]} reads {cfg.concepts} concepts of vocabulary {cfg.vocabulary}; "
+                f"the folder's vocabulary: {found}"
+            )
     if dec.pixel is not None:
         channels_last(dec.pixel)  # NHWC convolutions, as TAEF2's (ulic/vae/taef2.py)
     return dec.eval(), config

@@ -28,18 +28,20 @@ def sample(
     eps: torch.Tensor,
     realism: float | torch.Tensor | None = None,
     timer: StageTimer | None = None,
+    concepts: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The decoding path in latent space, differentiable (stage 3 trains through it): z_c
     (B, 32, h, w) -> refined latent (B, 32, h, w), one quality byte for the batch; steps = 0
     gives the DRM's coarse latent; eps (B, 32, h, w) is the start noise; realism: one R for
     the batch or (B,), read only by a decoder trained with it; timer: marks "drm" and
-    "diffusion_step_<i>"."""
+    "diffusion_step_<i>"; concepts (B, h, w): the concept id under each position, read only by a
+    decoder trained with them (None: unknown)."""
     b = z_c.shape[0]
     dev = z_c.device
     q = torch.full((b,), q_byte / Q_STEPS, device=dev)
     r = realism if realism is None or isinstance(realism, torch.Tensor) else torch.full((b,), float(realism))
     r = r.to(dev) if r is not None else None
-    coarse, spatial, semantic = dec.drm(z_c, q, r)
+    coarse, spatial, semantic = dec.drm(z_c, q, r, concepts)
     if timer is not None:
         timer.mark("drm")
     if steps <= 0:
@@ -66,9 +68,10 @@ def refine(
     seed: int | list[int],
     realism: float | None = None,
     timer: StageTimer | None = None,
+    concepts: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """z_c (B, 32, h, w) -> refined latent (B, 32, h, w), each image's start noise seeded by its
-    seed (one int for B = 1); steps = 0 gives the DRM's coarse latent."""
+    seed (one int for B = 1); steps = 0 gives the DRM's coarse latent; concepts as `sample`."""
     seeds = [seed] if isinstance(seed, int) else list(seed)
     if len(seeds) != z_c.shape[0]:
         raise ValueError(f"{len(seeds)} seeds for a batch of {z_c.shape[0]}")
@@ -78,4 +81,4 @@ def refine(
             torch.randn((1, *z_c.shape[1:]), generator=torch.Generator().manual_seed(s), dtype=z_c.dtype) for s in seeds
         ]
         eps = torch.cat(draws).to(z_c.device)
-    return sample(dec, z_c, q_byte, steps, eps, realism, timer)
+    return sample(dec, z_c, q_byte, steps, eps, realism, timer, concepts)

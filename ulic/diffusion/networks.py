@@ -1,6 +1,6 @@
 """The distortion-aware reconstruction module (DRM) and the conditional latent denoiser.
 
-    z_c (B, 32, h, w), q (B,)
+    z_c (B, 32, h, w), q (B,) [, R (B,)] [, concepts (B, h, w): region concept ids, K = none]
       DRM --> coarse (B, 32, h, w)        z_c + a learned correction: the `fast` decoder's latent
           --> spatial (B, S, h, w)        pixel-level condition features
           --> semantic (B, G)             global condition vector (pooled features)
@@ -40,6 +40,9 @@ class DiffusionConfig:
     emb: int = 128
     realism: bool = False  # stage 3: DRM and denoiser take the realism R in [0, 1]
     pixel_decoder: bool = False  # stage 3: a trainable pixel decoder replaces the frozen TAEF2 one
+    concepts: int = 0  # K > 0: the DRM reads a map of concept ids (an SRC section's), id K = none
+    concept_dim: int = 16  # channels of a concept's learned embedding
+    vocabulary: int = -1  # the vocabulary id (`Semantics.vocabulary_id`) those ids belong to
 
     @classmethod
     def from_dict(cls, d: dict) -> DiffusionConfig:
@@ -65,14 +68,30 @@ class DRM(nn.Module):
             nn.Linear(2 * n, cfg.semantic), nn.SiLU(), nn.Linear(cfg.semantic, cfg.semantic)
         )
         zero_init(self.to_coarse)
+        self.n_concepts = cfg.concepts
+        if cfg.concepts:  # a per-region bias on the head's features; zero at start
+            self.concept_emb = nn.Embedding(cfg.concepts + 1, cfg.concept_dim)
+            self.concept_in = nn.Conv2d(cfg.concept_dim, n, 1)
+            zero_init(self.concept_in)
 
     def forward(
-        self, z_c: torch.Tensor, q: torch.Tensor, realism: torch.Tensor | None = None
+        self,
+        z_c: torch.Tensor,
+        q: torch.Tensor,
+        realism: torch.Tensor | None = None,
+        concepts: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """realism (B,) is read only by a model configured with `realism`."""
+        """realism (B,) is read only by a model configured with `realism`, concepts (B, h, w) int64
+        only by one configured with `concepts` (None: none known, the id K everywhere)."""
         planes = [q] if self.head.in_channels == z_c.shape[1] + 1 else [q, _given(realism)]
         planes = [v.to(z_c.dtype)[:, None, None, None].expand(-1, 1, *z_c.shape[2:]) for v in planes]
-        f = self.body(self.head(torch.cat([z_c, *planes], 1)))  # (B, n, h, w)
+        f = self.head(torch.cat([z_c, *planes], 1))  # (B, n, h, w)
+        if self.n_concepts:
+            if concepts is None:
+                concepts = torch.full((z_c.shape[0], *z_c.shape[2:]), self.n_concepts, device=z_c.device)
+            e = self.concept_emb(concepts.long()).permute(0, 3, 1, 2).to(f.dtype)  # (B, concept_dim, h, w)
+            f = f + self.concept_in(e)
+        f = self.body(f)
         pooled = torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1)  # (B, 2n)
         return z_c + self.to_coarse(f), self.to_spatial(f), self.to_semantic(pooled)
 

@@ -87,3 +87,47 @@ def latent_path_mse(
         return total, g
 
     return objective
+
+
+# -- concept ids (SRC) ---------------------------------------------------------------------------
+CANDIDATES = 3  # nearest centroids tried per region
+
+
+def concept_candidates(centroids: torch.Tensor, embeddings: torch.Tensor, k: int = CANDIDATES) -> torch.Tensor:
+    """(regions, DIM) unit-norm embeddings -> (regions, k) ids of the k nearest of centroids
+    (K, DIM) in cosine, nearest first (column 0: the plain encoder's choice)."""
+    return (embeddings.float() @ centroids.float().T).topk(min(k, centroids.shape[0]), dim=1).indices
+
+
+@torch.no_grad()
+def choose_concepts(
+    dec: DiffusionDecoder,
+    z_c: torch.Tensor,
+    target: torch.Tensor,
+    q_byte: int,
+    realism: float | None,
+    size: tuple[int, int],
+    candidates: torch.Tensor,
+) -> torch.Tensor:
+    """Pfo over the SRC section: the concept id per region (regions,) among its candidates
+    (regions, k) whose decoding path (DRM and PATH_STEPS CDM steps, fixed noise) lands closest to
+    the image's own TAEF2 latent target (1, 32, ceil(H/8), ceil(W/8)) within that region.
+
+    One pass per candidate rank puts every region at its j-th candidate at once and sums the
+    squared error per region; each region then keeps its best rank (k passes, not regions x k;
+    regions interact only across their borders). Ties keep the nearest centroid."""
+    from ulic.semantics.encoder import GRID, concept_map
+
+    r = None if realism is None else torch.full((1,), float(realism))
+    eps = torch.randn(z_c.shape, generator=torch.Generator().manual_seed(0), dtype=z_c.dtype)
+    h, w = target.shape[2:]
+    hw = (int(z_c.shape[2]), int(z_c.shape[3]))
+    region = concept_map(torch.arange(GRID * GRID)[None], size, (h, w))[0].flatten()  # (h * w,) region of each position
+    errors = []
+    for j in range(candidates.shape[1]):
+        cmap = concept_map(candidates[:, j][None], size, hw)  # (1, h_pad, w_pad)
+        out = sample(dec, z_c, q_byte, PATH_STEPS, eps, r, concepts=cmap)[:, :, :h, :w]
+        err = (out - target).pow(2).sum(1).flatten()  # (h * w,)
+        errors.append(torch.zeros(GRID * GRID, dtype=err.dtype).index_add_(0, region, err))
+    best = torch.stack(errors, 1).argmin(1)  # (regions,): the first minimum, so ties keep rank 0
+    return candidates[torch.arange(len(best)), best]

@@ -93,6 +93,12 @@ def _add_ulic_options(p: argparse.ArgumentParser) -> None:
         "name it as :eE",
     )
     p.add_argument(
+        "--src",
+        action="store_true",
+        help="ulic only: files with the semantic residual section (as `ulic compress --src`); settings "
+        "name it as :src",
+    )
+    p.add_argument(
         "--report",
         action="store_true",
         help="(re)build plots, BD-rate table and HTML report " "from all result JSONs in --out",
@@ -111,7 +117,12 @@ def _add_ulic_options(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(
-    codec: str, given: list[str] | None, decoder: str | None = None, optimize: int = 0, effort: int = 0
+    codec: str,
+    given: list[str] | None,
+    decoder: str | None = None,
+    optimize: int = 0,
+    effort: int = 0,
+    src: bool = False,
 ) -> list[str]:
     from ulic.evaluation.baselines import default_settings, parse_setting
 
@@ -126,7 +137,7 @@ def _settings(
                 raise UlicError(f"ulic setting {q!r} is not a quality value 0..100") from None
             if not 0 <= v <= 100:
                 raise UlicError(f"ulic quality {v:g} outside 0..100")
-            tuned = (f":o{optimize}" if optimize else "") + (f":e{effort}" if effort else "")
+            tuned = (f":o{optimize}" if optimize else "") + (f":e{effort}" if effort else "") + (":src" if src else "")
             out.append(f"ulic:q{v:g}" + tuned + (f":{decoder}" if decoder else ""))
         return out
     if not given:
@@ -214,12 +225,12 @@ def _run_codec(codec: str, a: argparse.Namespace, metrics: tuple[str, ...], fid_
     images = runner.list_images(a.data)[: a.limit or None]
     name = a.name if a.name and len(a.codec) == 1 else codec
     decoder = _decoder_tag(a) if codec == "ulic" else None
-    settings = _settings(codec, a.settings, decoder, a.optimize, a.effort)
+    settings = _settings(codec, a.settings, decoder, a.optimize, a.effort, a.src)
     if not settings:
         raise UlicError(f"no settings given for codec {codec}")
     fid_settings = set(settings)
     if a.fid_settings is not None:
-        fid_settings = set(_settings(codec, a.fid_settings, decoder, a.optimize, a.effort))
+        fid_settings = set(_settings(codec, a.fid_settings, decoder, a.optimize, a.effort, a.src))
         if not fid_settings <= set(settings):
             raise UlicError("--fid-settings must be a subset of --settings")
     cache = _model_cache(a.cache) if codec == "ulic" else a.cache

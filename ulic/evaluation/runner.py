@@ -63,14 +63,17 @@ def _realism_part(part: str) -> float | None:
         return None
 
 
-def parse_ulic_setting(setting: str) -> tuple[float, int, str | None, int | None, float | None, int]:
-    """ "ulic:q<quality>[:o<optimize steps>|:e<effort>][:mse|:fast|:diffusion<steps>][:r<realism>]"
-    -> (quality, optimize steps, decoder, diffusion steps, realism, effort). No ":o" or ":e" part
-    means no encode-time optimisation; no ":r" part, the model's default realism."""
+def parse_ulic_setting(setting: str) -> tuple[float, int, str | None, int | None, float | None, int, bool]:
+    """ "ulic:q<quality>[:o<optimize steps>|:e<effort>][:src][:mse|:fast|:diffusion<steps>][:r<realism>]"
+    -> (quality, optimize steps, decoder, diffusion steps, realism, effort, src). No ":o" or ":e"
+    part means no encode-time optimisation; no ":src", no SRC section; no ":r" part, the model's
+    default realism."""
     parts = setting.split(":")
-    decoder, steps, optimize, realism, effort = None, None, 0, None, 0
+    decoder, steps, optimize, realism, effort, src = None, None, 0, None, 0, False
     for part in parts[2:]:
-        if part[:1] == "o" and part[1:].isdigit():
+        if part == "src":
+            src = True
+        elif part[:1] == "o" and part[1:].isdigit():
             optimize = int(part[1:])
         elif part[:1] == "e" and part[1:].isdigit():
             effort = int(part[1:])
@@ -79,7 +82,7 @@ def parse_ulic_setting(setting: str) -> tuple[float, int, str | None, int | None
         else:
             decoder = part.rstrip("0123456789")
             steps = int(part[len(decoder) :]) if part[len(decoder) :] else None
-    return float(parts[1][1:]), optimize, decoder, steps, realism, effort
+    return float(parts[1][1:]), optimize, decoder, steps, realism, effort, src
 
 
 def code_image(item: Item) -> tuple[np.ndarray, int]:
@@ -87,8 +90,8 @@ def code_image(item: Item) -> tuple[np.ndarray, int]:
     if item.codec == "ulic":
         from ulic.api import decode, encode
 
-        quality, optimize, decoder, steps, realism, effort = parse_ulic_setting(item.setting)
-        r = encode(item.image, quality=quality, optimize=optimize, effort=effort)
+        quality, optimize, decoder, steps, realism, effort, src = parse_ulic_setting(item.setting)
+        r = encode(item.image, quality=quality, optimize=optimize, effort=effort, src=src)
         rec = decode(r.data, decoder=decoder, steps=steps, realism=realism).image
         a = (rec[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         return a, len(r.data)

@@ -44,3 +44,18 @@ def region_embeddings(image: torch.Tensor) -> torch.Tensor:
     feats = vgg.net((x * 2 - 1 - vgg.shift) / vgg.scale)[-1]  # (1, 512, h/16, w/16): relu5_3
     e = F.adaptive_avg_pool2d(feats, GRID)[0].flatten(1).T  # (GRID * GRID, 512)
     return F.normalize(e, dim=1)
+
+
+def region_index(centre: torch.Tensor, extent: float) -> torch.Tensor:
+    """Row (or column) of the region grid holding pixel coordinates `centre` (any shape) of an
+    image `extent` pixels long; positions past the end (padding) fall in the last region."""
+    return (centre * GRID / extent).floor().long().clamp(0, GRID - 1)
+
+
+def concept_map(ids: torch.Tensor, size: tuple[int, int], hw: tuple[int, int], scale: int = 8) -> torch.Tensor:
+    """Region concept ids (B, GRID * GRID), row-major, of images of size (H, W) -> the id of the
+    region under each latent position (B, h, w), a position being the `scale` x `scale` pixels
+    it decodes to (its centre decides)."""
+    ys = region_index(torch.arange(hw[0]) * scale + scale / 2, size[0])  # (h,)
+    xs = region_index(torch.arange(hw[1]) * scale + scale / 2, size[1])  # (w,)
+    return ids[:, ys[:, None] * GRID + xs[None, :]]  # (B, h, w)

@@ -1,6 +1,6 @@
 """A compact, transportable subset of the stage-3 crop cache, for a training burst elsewhere.
 
-The crop cache (`ulic.train.pixel_crops`) holds 4,236 crops with their latents in 278 MB; a lent
+The crop cache (`ulic.train.pixel_crops`) holds 8,472 crops with their latents in 558 MB; a lent
 GPU machine receives at most 64 MiB with the repository. A pack keeps a seeded subset of the
 training crops and all validation crops as JPEG (quality 95, 4:4:4 chroma: median 41 dB PSNR
 against the cached crops, far above the 18-24 dB the codec reaches at these rates) and no
@@ -9,9 +9,10 @@ on the machine that trains, into the cache format `ulic.train.train_realism --cr
 
     jpeg (bytes,) uint8, offsets (N + 1,) int64          the training crops, concatenated
     val_jpeg, val_offsets                                the validation crops
-    metadata: size, quality, source crop count, seed
+    concepts, val_concepts (N, P/8, P/8) uint8           when the cache has concept maps, as they are
+    metadata: size, quality, source crop count, seed (and the maps' vocabulary_id)
 
-    python -m ulic.train.crop_pack pack --cache cache/pixel_crops128.safetensors \\
+    python -m ulic.train.crop_pack pack --cache cache/pixel_crops128c.safetensors \\
         --out .gpu/crops.safetensors --n 1400
     python -m ulic.train.crop_pack unpack --pack .gpu/crops.safetensors --out /tmp/crops.safetensors
 """
@@ -62,13 +63,15 @@ def pack(cache: Path, out: Path, n: int, seed: int = 0, quality: int = JPEG_QUAL
     jpeg, offsets = _jpegs(t["pixels"][idx], quality)
     val_jpeg, val_offsets = _jpegs(t["val_pixels"], quality)
     with safe_open(str(cache), "pt") as f:
-        size = (f.metadata() or {}).get("size", str(t["pixels"].shape[-1]))
+        found = f.metadata() or {}
+    meta = {"size": found.get("size", str(t["pixels"].shape[-1])), "quality": str(quality)}
+    meta |= {"source_crops": str(total), "seed": str(seed)}
+    packed = {"jpeg": jpeg, "offsets": offsets, "val_jpeg": val_jpeg, "val_offsets": val_offsets}
+    if "concepts" in t:  # 256 bytes a crop: kept exact
+        packed |= {"concepts": t["concepts"][idx].contiguous(), "val_concepts": t["val_concepts"]}
+        meta["vocabulary_id"] = found["vocabulary_id"]
     with atomic_path(out) as tmp:
-        save_file(
-            {"jpeg": jpeg, "offsets": offsets, "val_jpeg": val_jpeg, "val_offsets": val_offsets},
-            str(tmp),
-            metadata={"size": size, "quality": str(quality), "source_crops": str(total), "seed": str(seed)},
-        )
+        save_file(packed, str(tmp), metadata=meta)
     return {"train": len(idx), "val": len(t["val_pixels"]), "bytes": out.stat().st_size}
 
 
@@ -79,12 +82,10 @@ def unpack(pack_path: Path, out: Path, device: torch.device | None = None) -> di
     val_pixels, val_latents = encode(_decode(t["val_jpeg"], t["val_offsets"]), device)
     with safe_open(str(pack_path), "pt") as f:
         meta = dict(f.metadata() or {})
+    cache = {"pixels": pixels, "latents": latents, "val_pixels": val_pixels, "val_latents": val_latents}
+    cache |= {k: t[k] for k in ("concepts", "val_concepts") if k in t}
     with atomic_path(out) as tmp:
-        save_file(
-            {"pixels": pixels, "latents": latents, "val_pixels": val_pixels, "val_latents": val_latents},
-            str(tmp),
-            metadata={**meta, "unpacked_from": pack_path.name},
-        )
+        save_file(cache, str(tmp), metadata={**meta, "unpacked_from": pack_path.name})
     return {"train": len(pixels), "val": len(val_pixels)}
 
 

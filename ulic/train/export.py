@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,7 +14,14 @@ from safetensors.torch import load_file
 
 from ulic.codec.model import LATENT_PER_Z, CodecConfig, LatentCodec, build_coding_state
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
-from ulic.model_store import load_decoder, load_model, save_decoder, save_model
+from ulic.model_store import (
+    SEMANTICS_FILES,
+    load_decoder,
+    load_model,
+    load_semantics,
+    save_decoder,
+    save_model,
+)
 from ulic.train.common import checkpoint_meta, split
 
 
@@ -70,7 +78,30 @@ def export_realism(checkpoint: Path, out: Path, realism: float, base: str | None
         "kappa": old[1].get("kappa") if old else None,
         "training": {"stage": 3, "steps": meta["step"], "seconds": round(meta["seconds"])},
     }
+    if dec.cfg.concepts and not (out / SEMANTICS_FILES[0]).exists():  # the vocabulary its ids belong to
+        src = load_model(base).folder
+        sem = load_semantics(str(src)) if src is not None else None
+        if src is None or sem is None or sem.vocabulary_id != dec.cfg.vocabulary:
+            raise SystemExit(f"the decoder reads vocabulary {dec.cfg.vocabulary}; the base model does not have it")
+        out.mkdir(parents=True, exist_ok=True)
+        for name in SEMANTICS_FILES:  # copied as they are (config, report and hashes)
+            shutil.copyfile(Path(src) / name, out / name)
     return save_decoder(dec, out, extra)
+
+
+def export_critic(checkpoint: Path, out: Path) -> int:
+    """Write the critic of a stage-3 checkpoint (its `disc.` tensors, float16) to `out`, for
+    `train_realism --critic` (a GPU bundle carries it); returns its parameter count."""
+    from safetensors.torch import save_file
+
+    from ulic.atomic import atomic_path
+
+    t = {k: v.half().contiguous() for k, v in load_file(str(checkpoint)).items() if k.startswith("disc.")}
+    if not t:
+        raise SystemExit(f"{checkpoint}: no critic in it (not a stage-3 checkpoint)")
+    with atomic_path(out) as tmp:
+        save_file(t, str(tmp), metadata={"from": checkpoint.name, "step": str(checkpoint_meta(checkpoint)["step"])})
+    return sum(v.numel() for v in t.values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +125,17 @@ def main(argv: list[str] | None = None) -> int:
         help="export a stage-3 decoder checkpoint (ulic.train.train_realism) instead",
     )
     ap.add_argument("--default-realism", type=float, default=1.0)
+    ap.add_argument(
+        "--critic-of",
+        type=Path,
+        default=None,
+        help="write only the critic of this stage-3 checkpoint to --out (a file, for train_realism --critic)",
+    )
     args = ap.parse_args(argv)
+    if args.critic_of is not None:
+        n = export_critic(args.critic_of, args.out)
+        print(json.dumps({"critic": str(args.out), "parameters": n}))
+        return 0
     if args.realism_checkpoint is not None:
         cfg = export_realism(args.realism_checkpoint, args.out, args.default_realism)
         print(json.dumps({k: v for k, v in cfg.items() if k != "t_start"}, indent=2))

@@ -3,7 +3,7 @@
 Per step (one quality byte per batch, the realism R ~ U[0, 1] per sample):
 
     x (cached TAEF2 latent of a crop) --codec.reconstruct--> z_c          frozen: symbols unchanged
-    z_c --DRM(q, R)--> K unrolled DDIM steps of the CDM denoiser(R) --> latent
+    z_c --DRM(q, R[, concepts])--> K unrolled DDIM steps of the CDM denoiser(R) --> latent
     latent --pixel decoder(R) (TAEF2's decoder, fine-tuned)--> image
     L_G = w_mse * (1 - mse_drop * R) * MSE(image, crop)
           + R * (w_lpips * LPIPS-VGG(image, crop) + beta * hinge_G(D(image, z_c)))
@@ -23,6 +23,11 @@ weights, the denoiser a zero R projection) and TAEF2's decoder weights, so step 
 today at every R. The adversarial weight ramps from 0 to beta over `--gan-ramp` steps after
 `--gan-start`, once the perceptual term has moved the output off the blurry mean.
 
+With `--concepts` the DRM also reads the concept id of the photo's region under each latent
+position (the ids an SRC section carries, `ulic.semantics`; crops from `pixel_crops --concepts`),
+through a learned embedding added to its first features (zero at start); a share
+`--concept-drop` of the samples gets the id meaning "none", as a file without SRC.
+
 Networks inside the loss: VGG16 (LPIPS-VGG; DISTS uses the same backbone). Not inside:
 AlexNet (LPIPS-Alex, the headline metric) and Inception (FID), which are only reported.
 Validation (every `--val-every` steps, held-out crops, R = 0 and 1): PSNR, LPIPS-Alex, LPIPS-VGG.
@@ -36,6 +41,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
@@ -44,8 +50,9 @@ from ulic.diffusion.decode import sample
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.evaluation.artefacts import lattice_loss
 from ulic.evaluation.lpips import LPIPS
-from ulic.model_store import load_decoder, load_model
+from ulic.model_store import load_decoder, load_model, load_semantics
 from ulic.runtime import DEVICES, fast_bf16, resolve_device, tune_allocator
+from ulic.semantics.vocabulary import Semantics
 from ulic.train import distributed
 from ulic.train.common import add_run_arguments, load_checkpoint, log_line, lr_at, save_checkpoint, update_averages
 from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
@@ -60,17 +67,33 @@ CHECKPOINT = "checkpoint.safetensors"
 SEED_PER_RANK = distributed.SEED_PER_RANK
 
 
-def build_generator(model_folder: str | None, vae_decoder: torch.nn.Module) -> DiffusionDecoder:
+def build_generator(
+    model_folder: str | None, vae_decoder: torch.nn.Module, sem: Semantics | None = None
+) -> DiffusionDecoder:
     """Stage-3 decoder (realism + pixel decoder): a stage-3 decoder is trained on as it is; a
-    stage-2 decoder gains zero-initialised R inputs and TAEF2's decoder weights."""
+    stage-2 decoder gains zero-initialised R inputs and TAEF2's decoder weights. Given a
+    vocabulary `sem`, a decoder that reads no concepts gains a zero-initialised concept input
+    (so step 0 decodes as before)."""
     loaded = load_decoder(str(load_model(model_folder).folder))
     if loaded is None:
         raise SystemExit("the model has no stage-2 decoder to start from")
     old, _ = loaded
     if old.cfg.realism and old.cfg.pixel_decoder:
-        new = DiffusionDecoder(old.cfg)
-        new.load_state_dict(old.state_dict(), strict=True)
+        if sem is None or old.cfg.concepts:
+            if sem is not None and old.cfg.vocabulary != sem.vocabulary_id:
+                raise SystemExit(
+                    f"the decoder reads vocabulary {old.cfg.vocabulary}, the model has {sem.vocabulary_id}"
+                )
+            new = DiffusionDecoder(old.cfg)
+            new.load_state_dict(old.state_dict(), strict=True)
+            return new
+        cfg = DiffusionConfig(**{**old.cfg.as_dict(), "concepts": sem.k, "vocabulary": sem.vocabulary_id})
+        new = DiffusionDecoder(cfg)
+        missing, unexpected = new.load_state_dict(old.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("drm.concept_") for k in missing), missing
         return new
+    if sem is not None:
+        raise SystemExit("--concepts continues a stage-3 decoder; train stage 3 without it first")
     new = DiffusionDecoder(DiffusionConfig(**{**old.cfg.as_dict(), "realism": True, "pixel_decoder": True}))
     state = dict(old.state_dict())
     w = state["drm.head.weight"]  # (n, c + 1, 3, 3) -> (n, c + 2, 3, 3), the R plane at zero
@@ -82,23 +105,43 @@ def build_generator(model_folder: str | None, vae_decoder: torch.nn.Module) -> D
     return new
 
 
+def vocabulary(model_folder: str | None) -> Semantics:
+    """The concept vocabulary of the model (SystemExit when it has none)."""
+    sem = load_semantics(str(load_model(model_folder).folder))
+    if sem is None:
+        raise SystemExit("--concepts: the model has no concept vocabulary (semantics.json)")
+    return sem
+
+
 class Crops:
     """Pixel crops with their latents, from `ulic.train.pixel_crops`. A rank of a distributed
     run draws only from its shard of the crops (every crop in exactly one shard) and with its
     own seed."""
 
-    def __init__(self, path: Path, seed: int, rank: distributed.Rank):
+    def __init__(self, path: Path, seed: int, rank: distributed.Rank, vocabulary: int | None = None):
         t = load_file(str(path))
         self.pixels, self.latents = t["pixels"], t["latents"]
         self.val_pixels, self.val_latents = t["val_pixels"], t["val_latents"]
+        self.concepts = self.val_concepts = None  # (N, P/8, P/8) uint8, read when `vocabulary` is given
+        if vocabulary is not None:
+            with safe_open(str(path), "pt") as f:
+                found = (f.metadata() or {}).get("vocabulary_id")
+            if "concepts" not in t or found != str(vocabulary):
+                raise SystemExit(
+                    f"{path} holds no concept maps of vocabulary {vocabulary} (found {found}): "
+                    "rebuild it with `python -m ulic.train.pixel_crops --concepts`"
+                )
+            self.concepts, self.val_concepts = t["concepts"], t["val_concepts"]
         self.shard = distributed.shard_indices(len(self.pixels), rank)
         self.indices = torch.tensor(self.shard)
         self.gen = torch.Generator().manual_seed(seed + SEED_PER_RANK * rank.rank)
 
-    def batch(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pixels (n, 3, P, P) in [0, 1], latents (n, 32, P/8, P/8)) on `device`."""
+    def batch(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(pixels (n, 3, P, P) in [0, 1], latents (n, 32, P/8, P/8), concept maps (n, P/8, P/8)
+        int64 or None) on `device`."""
         idx = self.indices[torch.randint(len(self.indices), (n,), generator=self.gen)]
-        return self.pixels[idx].to(device).float() / 255, self.latents[idx].to(device).float()
+        concepts = self.concepts[idx].to(device).long() if self.concepts is not None else None
+        return self.pixels[idx].to(device).float() / 255, self.latents[idx].to(device).float(), concepts
 
 
 class DecodingPath(nn.Module):
@@ -110,9 +153,9 @@ class DecodingPath(nn.Module):
         self.gen, self.steps, self.bf16 = gen, steps, bf16
 
     def forward(
-        self, z_c: torch.Tensor, q_byte: int, eps: torch.Tensor, realism: torch.Tensor
+        self, z_c: torch.Tensor, q_byte: int, eps: torch.Tensor, realism: torch.Tensor, concepts: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        lat = sample(self.gen, z_c, q_byte, self.steps, eps, realism)
+        lat = sample(self.gen, z_c, q_byte, self.steps, eps, realism, concepts=concepts)
         assert self.gen.pixel is not None
         return in_bf16(self.gen.pixel, self.bf16, lat.contiguous(memory_format=torch.channels_last), realism), lat
 
@@ -135,12 +178,24 @@ def gan_weight(step: int, args: argparse.Namespace) -> float:
     return args.beta * min(1.0, max(0.0, (step - args.gan_start) / max(1, args.gan_ramp)))
 
 
-def generator_step(step: int, parts: dict, target: torch.Tensor, lat: torch.Tensor, args: argparse.Namespace):
+def dropped(concepts: torch.Tensor | None, k: int, p: float) -> torch.Tensor | None:
+    """Concept maps (B, h, w) with each sample's map replaced by the id k (none) at rate p, so
+    one decoder serves files with and without an SRC section."""
+    if concepts is None:
+        return None
+    drop = torch.rand(len(concepts), device=concepts.device) < p
+    return torch.where(drop[:, None, None], torch.full_like(concepts, k), concepts)
+
+
+def generator_step(
+    step: int, parts: dict, target: torch.Tensor, lat: torch.Tensor, concepts: torch.Tensor | None, args
+):
     """One generator update; returns (logged values, image, z_c, the critic's shift)."""
     q_byte = int(torch.randint(0, Q_STEPS + 1, (1,)))
     r = torch.rand(args.batch, device=target.device)
     z_c = compressed(parts["codec"], lat, q_byte)
-    img, lat_hat = parts["path"](z_c, q_byte, torch.randn_like(z_c), r)
+    concepts = dropped(concepts, parts["gen"].cfg.concepts, args.concept_drop)
+    img, lat_hat = parts["path"](z_c, q_byte, torch.randn_like(z_c), r, concepts)
     mse = (img - target).pow(2).mean((1, 2, 3))
     lpv = in_bf16(parts["lpips"], args.bf16, img.clamp(0, 1), target)
     beta = gan_weight(step, args)
@@ -175,8 +230,8 @@ def generator_step(step: int, parts: dict, target: torch.Tensor, lat: torch.Tens
 
 def train_step(step: int, parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, torch.Tensor]:
     """A generator and a critic update on one batch."""
-    target, lat = crops.batch(args.batch, parts["device"])
-    logged, img, z_c, shift = generator_step(step, parts, target, lat, args)
+    target, lat, concepts = crops.batch(args.batch, parts["device"])
+    logged, img, z_c, shift = generator_step(step, parts, target, lat, concepts, args)
     n = len(target)  # one critic call on real and fake together (DDP: one forward per backward)
     logits = parts["critic"](torch.cat([target, img.clamp(0, 1)]), torch.cat([z_c, z_c]), shift)
     loss_d = d_hinge(logits[:n], logits[n:])
@@ -189,23 +244,38 @@ def train_step(step: int, parts: dict, crops: Crops, args: argparse.Namespace) -
 @torch.no_grad()
 def validate(parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, float]:
     """Held-out crops at two rates, R = 0 and 1, fixed noise: PSNR, LPIPS-Alex, LPIPS-VGG and
-    the RMS (grey levels) of the error's 8-px pattern."""
+    the RMS (grey levels) of the error's 8-px pattern; with their concept maps when the decoder
+    reads them, and once more without (`_none`, as a file without SRC) at R = 1."""
     dev = parts["device"]
     x, lat = crops.val_pixels.to(dev).float() / 255, crops.val_latents.to(dev).float()
+    concepts = crops.val_concepts.to(dev).long() if crops.val_concepts is not None else None
     path = DecodingPath(parts["gen"], args.k, False)
+    runs = [(r, qb, concepts, "") for r in (0.0, 1.0) for qb in VAL_Q_BYTES]
+    if concepts is not None:
+        runs += [(1.0, qb, None, "_none") for qb in VAL_Q_BYTES]
     out = {}
-    for r in (0.0, 1.0):
-        for qb in VAL_Q_BYTES:
-            z_c = compressed(parts["codec"], lat, qb)
-            eps = torch.randn(z_c.shape, generator=torch.Generator().manual_seed(0)).to(dev)
-            img, _ = path(z_c, qb, eps, torch.full((len(x),), r, device=dev))
-            img = (img.clamp(0, 1) * 255).round() / 255
-            mse = (img - x).pow(2).mean((1, 2, 3))
-            out[f"val_psnr_q{qb}_r{r:g}"] = float((10 * torch.log10(1 / mse)).mean())
-            out[f"val_lpips_alex_q{qb}_r{r:g}"] = float(parts["alex"](img, x).mean())
-            out[f"val_lpips_vgg_q{qb}_r{r:g}"] = float(parts["lpips"](img, x).mean())
-            out[f"val_grid_q{qb}_r{r:g}"] = float(lattice_loss(img, x).mean().sqrt() * 255)  # grey levels
+    for r, qb, con, tag in runs:
+        z_c = compressed(parts["codec"], lat, qb)
+        eps = torch.randn(z_c.shape, generator=torch.Generator().manual_seed(0)).to(dev)
+        img, _ = path(z_c, qb, eps, torch.full((len(x),), r, device=dev), con)
+        img = (img.clamp(0, 1) * 255).round() / 255
+        mse = (img - x).pow(2).mean((1, 2, 3))
+        key = f"q{qb}_r{r:g}{tag}"
+        out[f"val_psnr_{key}"] = float((10 * torch.log10(1 / mse)).mean())
+        out[f"val_lpips_alex_{key}"] = float(parts["alex"](img, x).mean())
+        out[f"val_lpips_vgg_{key}"] = float(parts["lpips"](img, x).mean())
+        out[f"val_grid_{key}"] = float(lattice_loss(img, x).mean().sqrt() * 255)  # grey levels
     return out
+
+
+def load_critic(path: Path, disc: nn.Module) -> None:
+    """Start the critic from the `disc.` weights of a stage-3 checkpoint or critic file
+    (`ulic.train.export --critic-of`); SystemExit when the file has none that fit."""
+    try:
+        t = load_file(str(path))
+        disc.load_state_dict({k[5:]: v.float() for k, v in t.items() if k.startswith("disc.")}, strict=True)
+    except (OSError, RuntimeError, SafetensorError) as e:
+        raise SystemExit(f"--critic {path}: not a stage-3 critic ({str(e).splitlines()[0]})") from None
 
 
 def checkpoint_parts(parts: dict) -> tuple[dict, dict]:
@@ -224,7 +294,8 @@ def optimisers(gen: DiffusionDecoder, disc: nn.Module, args: argparse.Namespace)
     for n, p in gen.named_parameters():
         p.requires_grad_(n.startswith(trained))
     named = {n: p for n, p in gen.named_parameters() if p.requires_grad}
-    cond = [n for n in named if n.startswith(("pixel.film.", "denoiser.realism_proj."))]  # new, zero-init
+    new = ("pixel.film.", "denoiser.realism_proj.", "drm.concept_")  # the inputs added to a trained decoder
+    cond = [n for n in named if n.startswith(new)]
     pix = [n for n in named if n.startswith("pixel.") and n not in cond]
     rest = [n for n in named if n not in cond and n not in pix]
     groups = [(rest, args.lr), (pix, args.lr_pixel), (cond, args.lr * args.cond_lr_scale)]
@@ -246,7 +317,7 @@ def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
     dev = rank.device
     codec = load_model(args.model).codec.eval().requires_grad_(False).to(dev)
     vae_decoder = load_vae().decoder.eval().requires_grad_(False)
-    gen = build_generator(args.model, vae_decoder).to(dev)
+    gen = build_generator(args.model, vae_decoder, args.sem).to(dev)
     disc = PatchDiscriminator().to(dev)
     opt_g, opt_d = optimisers(gen, disc, args)
     return {
@@ -295,7 +366,9 @@ def train(args: argparse.Namespace, parts: dict, meta: dict, rank: distributed.R
     """The loop from meta's step: rank 0 logs, validates and writes checkpoints."""
     step, seconds0, t0 = meta["step"], meta["seconds"], time.time()
     avg: dict[str, float] = {}
-    crops = Crops(args.crops, args.seed + step, rank)
+    crops = Crops(
+        args.crops, args.seed + step, rank, parts["gen"].cfg.vocabulary if parts["gen"].cfg.concepts else None
+    )
     torch.manual_seed(args.seed + step + SEED_PER_RANK * rank.rank)
     log_name = "log.jsonl" if rank.main else f"log.rank{rank.rank}.jsonl"
     with open(args.run / log_name, "a") as log:
@@ -332,6 +405,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.budget_s is not None:
         raise SystemExit("--budget-s is for one process (ranks would fit different step counts)")
     args.bf16 = args.bf16 == "on" or (args.bf16 == "auto" and fast_bf16(rank.device))
+    args.sem = vocabulary(args.model) if args.concepts else None
     args.run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)  # the same initial critic on every rank
     parts = build(args, rank)
@@ -339,13 +413,15 @@ def run(args: argparse.Namespace) -> None:
     meta = {
         "step": 0,
         "seconds": 0.0,
-        "args": {k: str(v) for k, v in vars(args).items()},
+        "args": {k: str(v) for k, v in vars(args).items() if k != "sem"},
         "config": parts["gen"].cfg.as_dict(),
     }
     if ckpt.exists():
         meta = load_checkpoint(ckpt, *checkpoint_parts(parts), device=rank.device)
         if rank.main:
             print(f"resumed at step {meta['step']}", flush=True)
+    elif args.critic is not None:
+        load_critic(args.critic, parts["disc"])
     crops = train(args, parts, meta, rank)
     if rank.distributed:
         distributed.write_ranks(args.run, parts["gen"], crops.shard, rank)
@@ -398,6 +474,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="fit the run into this many seconds of training (one process): the step count is "
         "set after 20 timed steps so the schedule still completes; a checkpoint at the end",
+    )
+    ap.add_argument(
+        "--critic",
+        type=Path,
+        default=None,
+        help="a new run's critic starts from this stage-3 checkpoint's (or `export --critic-of` file's) "
+        "instead of at random: a fresh critic costs a continuation its first several hundred steps",
+    )
+    ap.add_argument(
+        "--concepts",
+        action="store_true",
+        help="condition the decoder on the crops' concept maps (an SRC section's ids; the crops "
+        "from `pixel_crops --concepts`); a decoder without that input gains it at zero",
+    )
+    ap.add_argument(
+        "--concept-drop", type=float, default=0.5, help="rate of samples trained without concepts (files without SRC)"
     )
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--val-every", type=int, default=100)
