@@ -84,7 +84,7 @@ serve: setup
 # must stay under the tool's 64 MiB; the last line checks it. CRITIC (optional): a stage-3
 # checkpoint whose critic the burst starts from (float16, 5.6 MB; scripts/gpu_train.sh).
 CROPS ?= cache/pixel_crops128c.safetensors
-GPU_CROPS ?= 1400
+GPU_CROPS ?= $(if $(CRITIC),1100,1400)  # the critic's 5.6 MB come out of the crops
 $(CROPS): | setup
 	$(BIN)/python -m ulic.train.pixel_crops --data $(SHARED)/data/train $(SHARED)/data/train_extra \
 	    --out $@ --per-image 6 --concepts
