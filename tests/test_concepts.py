@@ -118,8 +118,10 @@ def test_src_files_drive_a_concept_decoder_and_batches_keep_each_files_concepts(
     d = api.decode(src, model=m)
     assert d.concepts is not None and len(d.concepts) == GRID * GRID
     batch = api.decode_batch([src, plain], model=m)
-    assert torch.allclose(batch[0].image, d.image, atol=2e-3)
-    assert torch.allclose(batch[1].image, api.decode(plain, model=m).image, atol=2e-3)
+    # compared on the refined latents: the random test decoder saturates its pixels, where one
+    # kernel's rounding can flip a pixel between 0 and 1 (ATEN_CPU_CAPABILITY=default)
+    assert torch.allclose(batch[0].z_c, d.z_c, atol=1e-4)
+    assert torch.allclose(batch[1].z_c, api.decode(plain, model=m).z_c, atol=1e-4)
     # the same file with its SRC section's ids read as unknown decodes differently
     parsed = api._entropy_decode(src, m, api.StageTimer())
     q = parsed.header.quality
