@@ -1,6 +1,6 @@
 #!/bin/sh
 # Regenerates every table of the README and results/ from scratch: `make results` (or run a
-# part: `sh scripts/results.sh baselines|dense|ulic|stage2|other|fid|semantics|fuzz|report`). Times are for 2 CPU
+# part: `sh scripts/results.sh baselines|dense|ulic|stage2|other|fid|semantics|triple|fuzz|report`). Times are for 2 CPU
 # cores (AMD EPYC, AVX2) with nothing else running; `all` is about 7 hours.
 # Needs ULIC_KODAK_DIR (the Makefile sets it from ../shared) and a set-up .venv.
 set -e
@@ -120,6 +120,35 @@ semantics() {  # results/kodak/ulic-pfo-e{1,2}* (--effort, and e1 with --src), s
     $BIN/ulic eval --compare ulic-realism-src ulic-pfo-e1-src
     $BIN/python -m ulic.tools.bench_src --data "$K" --out results/kodak/src_bytes.json
     $BIN/python -m ulic.tools.bench_effort --image "$K/kodim23.png" --out results/bench/effort.json
+    # FID/64 of the arms from their cached decodes (~17 min each on the 2-core Xeon)
+    for arm in "ulic-realism" "ulic-realism-src --src" "ulic-pfo-e1 --effort 1" "ulic-pfo-e2 --effort 2"; do
+        # shellcheck disable=SC2086 # arm is a name plus options
+        $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec ulic --decoder diffusion --steps 4 \
+            --metrics psnr,lpips_alex --settings 40 50 60 --fid 64 --name $arm
+    done
+    for arm in ulic-realism-src ulic-pfo-e1 ulic-pfo-e2; do
+        $BIN/ulic eval --out results/kodak/fid64 --compare ulic-realism $arm
+    done
+}
+
+triple() {  # results/ablation/triple: the triple encoder against its fine-tuning baseline: train, export, Kodak, FID/64 (~60 min)
+    crops=${CROPS:-cache/pixel_crops128c.safetensors}  # `make crops` (docs/training.md)
+    o=results/ablation/triple
+    mkdir -p $o && cp results/kodak/ulic-realism.json $o/  # the shipped analysis, from `ulic`
+    for arm in triple plain; do
+        $BIN/python -m ulic.train.train_encoder --crops "$crops" --run runs/te-$arm --arm $arm --steps 600 --batch 16
+        $BIN/python -m ulic.train.export --encoder-checkpoint runs/te-$arm/checkpoint.safetensors --out runs/te-$arm-model
+        ULIC_MODEL_DIR=runs/te-$arm-model $BIN/ulic eval --data "$K" --out $o --codec ulic --name te-$arm \
+            --decoder diffusion --steps 4 --settings 40 50 55 60 --metrics psnr,ms_ssim,lpips_alex,dists
+        $BIN/ulic eval --out $o --compare ulic-realism te-$arm
+    done
+    $BIN/ulic eval --out $o --compare te-plain te-triple
+    for arm in triple plain; do
+        ULIC_MODEL_DIR=runs/te-$arm-model $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec ulic \
+            --name te-$arm --decoder diffusion --steps 4 --settings 40 50 60 --metrics psnr,lpips_alex --fid 64
+        $BIN/ulic eval --out results/kodak/fid64 --compare ulic-realism te-$arm
+    done
+    $BIN/ulic eval --out results/kodak/fid64 --compare te-plain te-triple
 }
 
 fuzz() {  # results/fuzz.json: 100,000 hostile inputs (~20 min)
@@ -131,7 +160,7 @@ report() {  # plots, BD-rate and matched-rate tables, report.html with crops (~2
 }
 
 case $part in
-    all) baselines; dense; ulic; stage2; other; fid; semantics; fuzz; report ;;
-    baselines | dense | ulic | stage2 | other | fid | semantics | report | fuzz) $part ;;
-    *) echo "usage: $0 [all|baselines|dense|ulic|stage2|other|fid|semantics|report|fuzz]" >&2; exit 2 ;;
+    all) baselines; dense; ulic; stage2; other; fid; semantics; triple; fuzz; report ;;
+    baselines | dense | ulic | stage2 | other | fid | semantics | triple | report | fuzz) $part ;;
+    *) echo "usage: $0 [all|baselines|dense|ulic|stage2|other|fid|semantics|triple|report|fuzz]" >&2; exit 2 ;;
 esac

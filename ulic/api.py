@@ -1,7 +1,8 @@
 """Image <-> .ulic bytes: the whole pipeline, and rate control over the quality byte.
 
 image (1, 3, H, W) --pad to x128--> TAEF2 encoder --> latent (1, 32, Hp/8, Wp/8)
-  --> LatentCodec.analyse --> y, z --(optional: tuned for this image, codec.optimize / diffusion.pfo)-->
+  --> LatentCodec.analyse (or the folder's triple encoder, also reading the image) --> y, z
+  --(optional: tuned for this image, codec.optimize / diffusion.pfo)-->
   LatentCodec.compress_latents --> entropy-coded section --> container bytes
 container bytes --> LatentCodec.decompress --> z_c --> DRM (fast) or CDM sampler (diffusion)
   --crop--> TAEF2 decoder --crop--> image
@@ -28,7 +29,7 @@ from ulic.diffusion.pfo import EFFORTS, choose_concepts, concept_candidates, lat
 from ulic.errors import BitstreamError, InputImageError, UlicError
 from ulic.imageio import load_image, max_pixels, to_pil
 from ulic.limits import check_container_length, check_size, padded, read_container
-from ulic.model_store import LoadedModel, load_model
+from ulic.model_store import LoadedModel, load_encoder, load_model
 from ulic.pixels import psnr  # noqa: F401 (part of the API)
 from ulic.runtime import default_device, on_device, resolve_device, tune_allocator
 from ulic.semantics.encoder import region_embeddings
@@ -112,6 +113,20 @@ def encode_latent(x: torch.Tensor, model: LoadedModel, device: torch.device | No
     dev = device or torch.device("cpu")
     with torch.inference_mode():
         return on_device(vae, dev).encode(xp.to(dev)).cpu()
+
+
+def analyse(model: LoadedModel, latent: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """y and z (before gains) of a padded latent (1, 32, Hp/8, Wp/8) of image x (1, 3, H, W): by
+    the model folder's triple encoder where it has one (`ulic.codec.triple`, reading the image
+    padded as the latent was), else by the codec's own analysis."""
+    enc = load_encoder(str(model.folder)) if model.folder is not None else None
+    if enc is None:
+        return model.codec.analyse(latent)
+    h, w = x.shape[2:]
+    hp, wp = latent.shape[2] * SCALE, latent.shape[3] * SCALE
+    xp = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else x
+    with torch.no_grad():
+        return enc(latent, xp)
 
 
 class LatentCoder:
@@ -311,7 +326,7 @@ def encode(
     timer.mark("vae_encode")
     embeddings = region_embeddings(x) if sem is not None else None
     concepts = (sem, sem.assign(embeddings)) if sem is not None and embeddings is not None else None
-    coder = LatentCoder(*model.codec.analyse(latent), h, w, model, extras, concepts)
+    coder = LatentCoder(*analyse(model, latent, x), h, w, model, extras, concepts)
     timer.mark("analysis")
     q = _pick_q(coder, quality, bpp, max_bytes)
     timer.mark("rate_search")

@@ -4,6 +4,7 @@ config plus safetensors weights whose sha256 the config records.
     folder/config.json   + model.safetensors     the latent codec (its sha256 is the model id in files)
     folder/decoder.json  + decoder.safetensors   stages 2-3: DRM, CDM denoiser, pixel decoder
     folder/semantics.json + semantics.safetensors concept vocabulary and predictor (SRC; optional)
+    folder/encoder.json  + encoder.safetensors   the triple encoder (optional; encoder side only)
 
 Loading checks each hash and the format number and uses strict keys. Transform weights are
 stored in float16 (computed in float32); coding tables and the integer hyper-synthesis are
@@ -24,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from ulic.atomic import atomic_path, write_text_atomic
 from ulic.codec.model import CodecConfig, CodingState, LatentCodec, config_dict
+from ulic.codec.triple import TripleAnalysis, TripleConfig
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.errors import WeightsError
 from ulic.runtime import channels_last
@@ -36,6 +38,8 @@ CODEC_FORMAT = 1
 DECODER_FORMAT = 1
 SEMANTICS_FILES = ("semantics.json", "semantics.safetensors")
 SEMANTICS_FORMAT = 1
+ENCODER_FILES = ("encoder.json", "encoder.safetensors")
+ENCODER_FORMAT = 1
 
 
 def _half(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -177,3 +181,30 @@ def load_semantics(folder: str) -> Semantics | None:
     except (KeyError, ValueError, TypeError) as e:
         raise WeightsError(f"{f}/{SEMANTICS_FILES[1]} does not fit its config ({e})") from None
     return sem
+
+
+# -- encoder -------------------------------------------------------------------------------------
+def save_encoder(enc: TripleAnalysis, model: LoadedModel, folder: Path, extra: dict | None = None) -> dict:
+    """Write encoder.json and encoder.safetensors beside the codec it was trained against (whose
+    sha256 the config records); returns the config."""
+    config = {"format": ENCODER_FORMAT, "triple": enc.cfg.as_dict(), "codec_sha256": model.fingerprint.hex()}
+    return write_entry(folder, ENCODER_FILES, _half(enc.state_dict()), {**config, **(extra or {})})
+
+
+@lru_cache(maxsize=4)
+def load_encoder(folder: str) -> TripleAnalysis | None:
+    """The triple encoder of a model folder, or None when it has none. It must have been trained
+    against this folder's codec: its g_a copy feeds that codec's entropy models."""
+    f = Path(folder)
+    if not (f / ENCODER_FILES[0]).exists():
+        return None
+    config, t, _ = read_entry(f, ENCODER_FILES, ENCODER_FORMAT, "triple encoder")
+    model = load_model(folder)
+    if config.get("codec_sha256") != model.fingerprint.hex():
+        raise WeightsError(f"{f}/{ENCODER_FILES[0]} was trained against another codec than {f}/{CODEC_FILES[1]}")
+    try:
+        enc = TripleAnalysis(model.codec, TripleConfig.from_dict(config["triple"]))
+        enc.load_state_dict(_float(t), strict=True)
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        raise WeightsError(f"{f}/{ENCODER_FILES[1]} does not fit its config ({str(e).splitlines()[0]})") from None
+    return enc.eval().requires_grad_(False)

@@ -85,9 +85,14 @@ class LatentCodec(GainedHyperprior):
     def forward(self, x: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
         """x (B, 32, h, w), q (B,) -> z_c and bits per batch item (noise proxy for the rate;
         z_c from straight-through rounded y)."""
-        gains = self.gains(q)
         y = self.g_a(x)
-        z_noisy = self.quantize(self.h_a(y) * gains.z, "noise")
+        return self.forward_latents(y, self.h_a(y), q)
+
+    def forward_latents(self, y: torch.Tensor, z: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`forward` from y and z as an analysis gave them (before gains): how another analysis
+        (`ulic.codec.triple`) trains against this codec's entropy models and synthesis."""
+        gains = self.gains(q)
+        z_noisy = self.quantize(z * gains.z, "noise")
         mean_s, scale_s = self.hyper(z_noisy, gains)
         y_s = y * gains.y
         y_noisy = self.quantize(y_s, "noise")

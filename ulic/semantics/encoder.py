@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from ulic.vae.tiling import apply_tiled
+
 if TYPE_CHECKING:
     from ulic.evaluation.lpips import LPIPS
 
@@ -59,3 +61,30 @@ def concept_map(ids: torch.Tensor, size: tuple[int, int], hw: tuple[int, int], s
     ys = region_index(torch.arange(hw[0]) * scale + scale / 2, size[0])  # (h,)
     xs = region_index(torch.arange(hw[1]) * scale + scale / 2, size[1])  # (w,)
     return ids[:, ys[:, None] * GRID + xs[None, :]]  # (B, h, w)
+
+
+DENSE_DIM = 2 * DIM  # channels of dense_features: relu4_3 and relu5_3
+
+
+DENSE_HALO = 128  # image pixels: more than relu5_3's receptive-field radius (106), a multiple of 16
+DENSE_TILE = 512  # image pixels per tile side of dense_features on large images
+
+
+def _dense(image: torch.Tensor, bf16: bool) -> torch.Tensor:
+    vgg = _vgg()
+    with torch.no_grad(), torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=bf16):
+        taps = vgg.net((image * 2 - 1 - vgg.shift) / vgg.scale)
+    r4, r5 = (F.normalize(t.float(), dim=1) * DIM**0.5 for t in taps[3:5])  # (B, 512, H/8 | H/16, ...)
+    return torch.cat([r4, F.interpolate(r5, scale_factor=2, mode="nearest")], 1)
+
+
+def dense_features(image: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1], H and W multiples of 16 -> the frozen VGG16's relu4_3 and relu5_3
+    (upsampled x2) at the image's own scale, one vector per 8 x 8 pixels: (B, DENSE_DIM, H/8, W/8),
+    each tap's vector scaled to root-mean-square 1 (VGG's activations run to the hundreds). The
+    triple encoder's semantic input (`ulic.codec.triple`); no gradient flows into VGG16. A single
+    image larger than DENSE_TILE runs by tiles (bounded memory, the one-pass result up to float
+    rounding). bf16: bfloat16 autocast (training on CPUs with native bfloat16), float32 result."""
+    if image.shape[0] > 1 or max(image.shape[2:]) <= DENSE_TILE:
+        return _dense(image, bf16)
+    return apply_tiled(lambda t: _dense(t, bf16), image, 1 / 8, DENSE_TILE, DENSE_HALO, DENSE_DIM)

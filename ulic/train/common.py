@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ulic.atomic import atomic_path
+from ulic.train import distributed
 
 WARMUP_STEPS = 200  # linear learning-rate warm-up
 LR_FLOOR = 0.05  # the cosine decays to this fraction of the base rate
@@ -44,6 +45,37 @@ class LatentCrops:
                 c = c.flip(-1)
             out.append(c)
         return torch.stack(out)  # (n, 32, crop, crop)
+
+
+class PixelCrops:
+    """Pixel crops with their latents, from `ulic.train.pixel_crops`. A rank of a distributed
+    run draws only from its shard of the crops (every crop in exactly one shard) and with its
+    own seed."""
+
+    def __init__(self, path: Path, seed: int, rank: distributed.Rank, vocabulary: int | None = None):
+        t = load_file(str(path))
+        self.pixels, self.latents = t["pixels"], t["latents"]
+        self.val_pixels, self.val_latents = t["val_pixels"], t["val_latents"]
+        self.concepts = self.val_concepts = None  # (N, P/8, P/8) uint8, read when `vocabulary` is given
+        if vocabulary is not None:
+            with safe_open(str(path), "pt") as f:
+                found = (f.metadata() or {}).get("vocabulary_id")
+            if "concepts" not in t or found != str(vocabulary):
+                raise SystemExit(
+                    f"{path} holds no concept maps of vocabulary {vocabulary} (found {found}): "
+                    "rebuild it with `python -m ulic.train.pixel_crops --concepts`"
+                )
+            self.concepts, self.val_concepts = t["concepts"], t["val_concepts"]
+        self.shard = distributed.shard_indices(len(self.pixels), rank)
+        self.indices = torch.tensor(self.shard)
+        self.gen = torch.Generator().manual_seed(seed + distributed.SEED_PER_RANK * rank.rank)
+
+    def batch(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(pixels (n, 3, P, P) in [0, 1], latents (n, 32, P/8, P/8), concept maps (n, P/8, P/8)
+        int64 or None) on `device`."""
+        idx = self.indices[torch.randint(len(self.indices), (n,), generator=self.gen)]
+        concepts = self.concepts[idx].to(device).long() if self.concepts is not None else None
+        return self.pixels[idx].to(device).float() / 255, self.latents[idx].to(device).float(), concepts
 
 
 def split(latents: dict[str, torch.Tensor], n_val: int) -> tuple[dict, dict]:

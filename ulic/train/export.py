@@ -1,5 +1,6 @@
 """Turn training checkpoints into a shipped model folder: config.json + model.safetensors for
-the codec, and optionally decoder.json + decoder.safetensors for the diffusion decoder."""
+the codec, and optionally decoder.json + decoder.safetensors for the diffusion decoder and
+encoder.json + encoder.safetensors for the triple encoder."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ import torch
 from safetensors.torch import load_file
 
 from ulic.codec.model import LATENT_PER_Z, CodecConfig, LatentCodec, build_coding_state
+from ulic.codec.triple import TripleAnalysis, TripleConfig
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.model_store import (
+    CODEC_FILES,
     SEMANTICS_FILES,
     load_decoder,
     load_model,
     load_semantics,
     save_decoder,
+    save_encoder,
     save_model,
 )
 from ulic.train.common import checkpoint_meta, split
@@ -89,6 +93,26 @@ def export_realism(checkpoint: Path, out: Path, realism: float, base: str | None
     return save_decoder(dec, out, extra)
 
 
+def export_encoder(checkpoint: Path, out: Path, base: str | None = None) -> dict:
+    """Write the triple encoder of a `ulic.train.train_encoder` checkpoint into model folder
+    `out`, which must hold the codec it was trained against; a folder without a codec is first
+    filled with a copy of the base model folder (default: shipped)."""
+    meta = checkpoint_meta(checkpoint)
+    src = load_model(base)
+    if not (out / CODEC_FILES[0]).exists():
+        if src.folder is None:
+            raise SystemExit(f"{out} holds no codec and the base model has no folder to copy")
+        shutil.copytree(src.folder, out, dirs_exist_ok=True)
+    model = load_model(str(out))
+    if model.fingerprint != src.fingerprint and meta.get("model") not in (None, str(out)):
+        raise SystemExit(f"{out}'s codec is not the one {checkpoint} was trained against ({meta.get('model')})")
+    enc = TripleAnalysis(model.codec, TripleConfig.from_dict(meta["triple"]))
+    t = load_file(str(checkpoint))
+    enc.load_state_dict({k[8:]: v for k, v in t.items() if k.startswith("encoder.")}, strict=True)
+    extra = {"training": {"arm": meta.get("arm"), "steps": meta["step"], "seconds": round(meta["seconds"])}}
+    return save_encoder(enc, model, out, extra)
+
+
 def export_critic(checkpoint: Path, out: Path) -> int:
     """Write the critic of a stage-3 checkpoint (its `disc.` tensors, float16) to `out`, for
     `train_realism --critic` (a GPU bundle carries it); returns its parameter count."""
@@ -131,7 +155,16 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="write only the critic of this stage-3 checkpoint to --out (a file, for train_realism --critic)",
     )
+    ap.add_argument(
+        "--encoder-checkpoint",
+        type=Path,
+        default=None,
+        help="write the triple encoder of this checkpoint (ulic.train.train_encoder) into --out, a model folder",
+    )
     args = ap.parse_args(argv)
+    if args.encoder_checkpoint is not None:
+        print(json.dumps(export_encoder(args.encoder_checkpoint, args.out), indent=2))
+        return 0
     if args.critic_of is not None:
         n = export_critic(args.critic_of, args.out)
         print(json.dumps({"critic": str(args.out), "parameters": n}))

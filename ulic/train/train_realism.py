@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
@@ -54,7 +54,15 @@ from ulic.model_store import load_decoder, load_model, load_semantics
 from ulic.runtime import DEVICES, fast_bf16, resolve_device, tune_allocator
 from ulic.semantics.vocabulary import Semantics
 from ulic.train import distributed
-from ulic.train.common import add_run_arguments, load_checkpoint, log_line, lr_at, save_checkpoint, update_averages
+from ulic.train.common import (
+    PixelCrops,
+    add_run_arguments,
+    load_checkpoint,
+    log_line,
+    lr_at,
+    save_checkpoint,
+    update_averages,
+)
 from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
 from ulic.vae.taef2 import decode_pixels
 
@@ -111,37 +119,6 @@ def vocabulary(model_folder: str | None) -> Semantics:
     if sem is None:
         raise SystemExit("--concepts: the model has no concept vocabulary (semantics.json)")
     return sem
-
-
-class Crops:
-    """Pixel crops with their latents, from `ulic.train.pixel_crops`. A rank of a distributed
-    run draws only from its shard of the crops (every crop in exactly one shard) and with its
-    own seed."""
-
-    def __init__(self, path: Path, seed: int, rank: distributed.Rank, vocabulary: int | None = None):
-        t = load_file(str(path))
-        self.pixels, self.latents = t["pixels"], t["latents"]
-        self.val_pixels, self.val_latents = t["val_pixels"], t["val_latents"]
-        self.concepts = self.val_concepts = None  # (N, P/8, P/8) uint8, read when `vocabulary` is given
-        if vocabulary is not None:
-            with safe_open(str(path), "pt") as f:
-                found = (f.metadata() or {}).get("vocabulary_id")
-            if "concepts" not in t or found != str(vocabulary):
-                raise SystemExit(
-                    f"{path} holds no concept maps of vocabulary {vocabulary} (found {found}): "
-                    "rebuild it with `python -m ulic.train.pixel_crops --concepts`"
-                )
-            self.concepts, self.val_concepts = t["concepts"], t["val_concepts"]
-        self.shard = distributed.shard_indices(len(self.pixels), rank)
-        self.indices = torch.tensor(self.shard)
-        self.gen = torch.Generator().manual_seed(seed + SEED_PER_RANK * rank.rank)
-
-    def batch(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(pixels (n, 3, P, P) in [0, 1], latents (n, 32, P/8, P/8), concept maps (n, P/8, P/8)
-        int64 or None) on `device`."""
-        idx = self.indices[torch.randint(len(self.indices), (n,), generator=self.gen)]
-        concepts = self.concepts[idx].to(device).long() if self.concepts is not None else None
-        return self.pixels[idx].to(device).float() / 255, self.latents[idx].to(device).float(), concepts
 
 
 class DecodingPath(nn.Module):
@@ -228,7 +205,7 @@ def generator_step(
     return logged, img.detach(), z_c, shift
 
 
-def train_step(step: int, parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, torch.Tensor]:
+def train_step(step: int, parts: dict, crops: PixelCrops, args: argparse.Namespace) -> dict[str, torch.Tensor]:
     """A generator and a critic update on one batch."""
     target, lat, concepts = crops.batch(args.batch, parts["device"])
     logged, img, z_c, shift = generator_step(step, parts, target, lat, concepts, args)
@@ -242,7 +219,7 @@ def train_step(step: int, parts: dict, crops: Crops, args: argparse.Namespace) -
 
 
 @torch.no_grad()
-def validate(parts: dict, crops: Crops, args: argparse.Namespace) -> dict[str, float]:
+def validate(parts: dict, crops: PixelCrops, args: argparse.Namespace) -> dict[str, float]:
     """Held-out crops at two rates, R = 0 and 1, fixed noise: PSNR, LPIPS-Alex, LPIPS-VGG and
     the RMS (grey levels) of the error's 8-px pattern; with their concept maps when the decoder
     reads them, and once more without (`_none`, as a file without SRC) at R = 1."""
@@ -362,11 +339,11 @@ class TimeBudget:
         return self.seconds is not None and time.time() - self.t0 >= self.seconds
 
 
-def train(args: argparse.Namespace, parts: dict, meta: dict, rank: distributed.Rank) -> Crops:
+def train(args: argparse.Namespace, parts: dict, meta: dict, rank: distributed.Rank) -> PixelCrops:
     """The loop from meta's step: rank 0 logs, validates and writes checkpoints."""
     step, seconds0, t0 = meta["step"], meta["seconds"], time.time()
     avg: dict[str, float] = {}
-    crops = Crops(
+    crops = PixelCrops(
         args.crops, args.seed + step, rank, parts["gen"].cfg.vocabulary if parts["gen"].cfg.concepts else None
     )
     torch.manual_seed(args.seed + step + SEED_PER_RANK * rank.rank)

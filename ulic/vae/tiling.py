@@ -13,6 +13,8 @@ inputs: no seams and no blending. Results equal the one-pass result up to float 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -35,9 +37,17 @@ def tiles(h: int, w: int, tile: int, halo: int):
             yield (y0, y1, x0, x1), (max(0, y0 - halo), min(h, y1 + halo), max(0, x0 - halo), min(w, x1 + halo))
 
 
-def _tiled(fn: nn.Module, x: torch.Tensor, out_scale: float, tile: int, halo: int, out_channels: int) -> torch.Tensor:
-    """Apply a local network fn (input side / output side = 1 / out_scale) tile by tile.
-    tile and halo are in input positions; tile * out_scale and halo * out_scale are integers."""
+def apply_tiled(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    out_scale: float,
+    tile: int,
+    halo: int,
+    out_channels: int,
+) -> torch.Tensor:
+    """Apply a local network fn (input side / output side = 1 / out_scale) tile by tile; a halo
+    wider than fn's receptive-field radius gives the one-pass result. tile and halo are in input
+    positions; tile * out_scale and halo * out_scale are integers."""
     _, _, h, w = x.shape
     s = out_scale
     out = torch.empty(1, out_channels, round(h * s), round(w * s), dtype=x.dtype, device=x.device)
@@ -55,7 +65,7 @@ def encode_tiled(encoder: nn.Sequential, x: torch.Tensor, tile: int = TILE) -> t
         return encoder(x)
     if x.shape[2] % 8 or x.shape[3] % 8 or tile % 8:
         raise ValueError("tiled encoding needs sizes that are multiples of 8")
-    feats = _tiled(encoder[:ENCODER_SPLIT], x, 1 / 8, tile, ENCODER_HALO, 64)  # (1, 64, H/8, W/8)
+    feats = apply_tiled(encoder[:ENCODER_SPLIT], x, 1 / 8, tile, ENCODER_HALO, 64)  # (1, 64, H/8, W/8)
     return encoder[ENCODER_SPLIT:](feats)
 
 
@@ -65,4 +75,4 @@ def decode_tiled(decoder: nn.Sequential, latent: torch.Tensor, tile: int = TILE)
     if latent.shape[2] <= t and latent.shape[3] <= t:
         return decoder(latent)
     feats = decoder[:DECODER_SPLIT](latent)  # (1, 64, h, w)
-    return _tiled(decoder[DECODER_SPLIT:], feats, 8, t, DECODER_HALO, 3)
+    return apply_tiled(decoder[DECODER_SPLIT:], feats, 8, t, DECODER_HALO, 3)
