@@ -102,13 +102,18 @@ def check_encode_options(
         raise UlicError(f"src must be True or False, got {src!r}")
 
 
+def _pad_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(1, 3, H, W) -> (1, 3, *size), edge-replicated: the one padding of encoding."""
+    (h, w), (hp, wp) = x.shape[2:], size
+    return F.pad(x, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else x
+
+
 def encode_latent(x: torch.Tensor, model: LoadedModel, device: torch.device | None = None) -> torch.Tensor:
     """(1, 3, H, W) -> padded latent (1, 32, Hp/8, Wp/8) on the CPU, the VAE run on `device`
     (default CPU); edge-replicated padding."""
     h, w = x.shape[2:]
     check_size(h, w, InputImageError, "image", model.codec.cfg.downsample)  # before padding
-    hp, wp = padded(h, w, model.codec.cfg.downsample)
-    xp = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else x
+    xp = _pad_image(x, padded(h, w, model.codec.cfg.downsample))
     vae = load_vae()  # built outside inference mode: the encoder-time optimiser needs its grads
     dev = device or torch.device("cpu")
     with torch.inference_mode():
@@ -122,11 +127,8 @@ def analyse(model: LoadedModel, latent: torch.Tensor, x: torch.Tensor) -> tuple[
     enc = load_encoder(str(model.folder)) if model.folder is not None else None
     if enc is None:
         return model.codec.analyse(latent)
-    h, w = x.shape[2:]
-    hp, wp = latent.shape[2] * SCALE, latent.shape[3] * SCALE
-    xp = F.pad(x, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else x
     with torch.no_grad():
-        return enc(latent, xp)
+        return enc(latent, _pad_image(x, (latent.shape[2] * SCALE, latent.shape[3] * SCALE)))
 
 
 class LatentCoder:

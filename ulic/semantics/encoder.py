@@ -64,8 +64,6 @@ def concept_map(ids: torch.Tensor, size: tuple[int, int], hw: tuple[int, int], s
 
 
 DENSE_DIM = 2 * DIM  # channels of dense_features: relu4_3 and relu5_3
-
-
 DENSE_HALO = 128  # image pixels: more than relu5_3's receptive-field radius (106), a multiple of 16
 DENSE_TILE = 512  # image pixels per tile side of dense_features on large images
 

@@ -104,8 +104,8 @@ def export_encoder(checkpoint: Path, out: Path, base: str | None = None) -> dict
             raise SystemExit(f"{out} holds no codec and the base model has no folder to copy")
         shutil.copytree(src.folder, out, dirs_exist_ok=True)
     model = load_model(str(out))
-    if model.fingerprint != src.fingerprint and meta.get("model") not in (None, str(out)):
-        raise SystemExit(f"{out}'s codec is not the one {checkpoint} was trained against ({meta.get('model')})")
+    if meta.get("codec_sha256", model.fingerprint.hex()) != model.fingerprint.hex():
+        raise SystemExit(f"{out}'s codec is not the one {checkpoint} was trained against")
     enc = TripleAnalysis(model.codec, TripleConfig.from_dict(meta["triple"]))
     t = load_file(str(checkpoint))
     enc.load_state_dict({k[8:]: v for k, v in t.items() if k.startswith("encoder.")}, strict=True)

@@ -89,7 +89,13 @@ def build(args: argparse.Namespace) -> dict:
         lr=args.lr,
     )
     ckpt = args.run / "checkpoint.safetensors"
-    meta = {"step": 0, "seconds": 0.0, "arm": args.arm, "triple": enc.cfg.as_dict(), "model": str(model.folder)}
+    meta = {
+        "step": 0,
+        "seconds": 0.0,
+        "arm": args.arm,
+        "triple": enc.cfg.as_dict(),
+        "codec_sha256": model.fingerprint.hex(),
+    }
     if ckpt.exists():
         meta = common.load_checkpoint(ckpt, {"encoder": enc}, {"opt": (opt, enc)})
         print(f"resumed at step {meta['step']}", flush=True)
