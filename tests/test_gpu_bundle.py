@@ -186,5 +186,8 @@ def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
     dec, cfg = load_decoder(str(out / "model"))
     assert cfg["training"] == {"stage": 3, "steps": 1, "seconds": round(log[-1]["seconds"])}
     assert dec.pixel is not None
+    avg, cfg_ema = load_decoder(str(out / "model-ema"))  # the weights' moving average (EMA=0.998)
+    assert cfg_ema["training"]["weights"] == "moving average"
+    assert "val_lpips_alex_q140_r1_ema" in log[-1]
     critic = load_file(str(out / "critic.safetensors"))  # the next burst's CRITIC
     assert critic and all(k.startswith("disc.") for k in critic)

@@ -226,3 +226,57 @@ def test_a_new_run_can_start_its_critic_from_an_earlier_runs(tmp_path):
     assert weights and all(torch.equal(after[k], saved[k].float()) for k in weights)
     with pytest.raises(SystemExit, match="not a stage-3 critic"):
         main(["--run", str(tmp_path / "c"), *base, "--critic", str(crops)])
+
+
+def test_moving_average_update_is_the_stated_blend():
+    """ema <- d * ema + (1 - d) * gen for every parameter; buffers are copied."""
+    from ulic.train.train_realism import ema_update
+
+    gen, ema = DiffusionDecoder(TINY), DiffusionDecoder(TINY)
+    _randomise(gen, 1)
+    _randomise(ema, 2)
+    gen.t_start.fill_(123)
+    before = [p.clone() for p in ema.parameters()]
+    ema_update(ema, gen, 0.75)
+    for b, pe, p in zip(before, ema.parameters(), gen.parameters(), strict=True):
+        torch.testing.assert_close(pe, 0.75 * b + 0.25 * p, rtol=1e-6, atol=1e-7)
+    assert torch.equal(ema.t_start, gen.t_start)
+
+
+@needs_vae
+def test_a_run_resumed_with_ema_averages_from_the_loaded_weights_and_exports_them(tmp_path):
+    """A step without --ema, then one with --ema 0.5: the average starts from the resumed
+    generator, so it ends halfway between the weights of steps 1 and 2; it is validated beside
+    them (`*_ema`), and `export --ema` ships it (a checkpoint without one is refused)."""
+    from safetensors.torch import load_file
+
+    from ulic.train.export import export_realism
+    from ulic.train.train_realism import main
+
+    crops = tmp_path / "crops.safetensors"
+    tiny_crops(crops)
+    run = tmp_path / "run"
+    ckpt = run / "checkpoint.safetensors"
+    args = ["--crops", str(crops), "--run", str(run), "--val-every", "2", *TINY_RUN]
+    assert main(args + ["--steps", "1"]) == 0
+    gen1 = {k[4:]: v for k, v in load_file(str(ckpt)).items() if k.startswith("gen.")}
+    with pytest.raises(SystemExit, match="no moving average"):
+        export_realism(ckpt, tmp_path / "none", 1.0, ema=True)
+    assert main(args + ["--steps", "2", "--ema", "0.5"]) == 0
+    t = load_file(str(ckpt))
+    gen2 = {k[4:]: v for k, v in t.items() if k.startswith("gen.")}
+    ema = {k[4:]: v for k, v in t.items() if k.startswith("ema.")}
+    assert ema.keys() == gen2.keys()
+    moved = [k for k in gen2 if k.endswith("weight") and not torch.equal(gen1[k], gen2[k])]
+    assert moved
+    for k in moved:
+        torch.testing.assert_close(ema[k], 0.5 * (gen1[k] + gen2[k]), rtol=1e-5, atol=1e-6)
+    last = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 2 and math.isfinite(last["val_lpips_vgg_q40_r1_ema"])
+    out = tmp_path / "model"
+    cfg = export_realism(ckpt, out, 1.0, ema=True)
+    assert cfg["training"]["weights"] == "moving average"
+    loaded = load_decoder(str(out))
+    assert loaded is not None
+    for k, v in loaded[0].state_dict().items():
+        torch.testing.assert_close(v.float(), ema[k].float(), rtol=1e-3, atol=1e-3)  # float16 storage

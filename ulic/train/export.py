@@ -64,9 +64,10 @@ def export_decoder(checkpoint: Path, out: Path, default: str = "fast") -> dict:
     return save_decoder(dec, out, extra)
 
 
-def export_realism(checkpoint: Path, out: Path, realism: float, base: str | None = None) -> dict:
+def export_realism(checkpoint: Path, out: Path, realism: float, base: str | None = None, ema: bool = False) -> dict:
     """Write the stage-3 decoder (DRM + denoiser + pixel decoder, conditioned on R) of a
-    `ulic.train.train_realism` checkpoint next to the codec, with its default realism."""
+    `ulic.train.train_realism` checkpoint next to the codec, with its default realism; with
+    `ema`, the weights' moving average (`train_realism --ema`) instead of the weights."""
     meta = checkpoint_meta(checkpoint)
     old = load_decoder(str(load_model(base).folder))
     if old is None and not meta.get("config"):
@@ -74,13 +75,19 @@ def export_realism(checkpoint: Path, out: Path, realism: float, base: str | None
     cfg = meta.get("config") or {**old[0].cfg.as_dict(), "realism": True, "pixel_decoder": True}  # type: ignore[index]
     dec = DiffusionDecoder(DiffusionConfig.from_dict(cfg))
     t = load_file(str(checkpoint))
-    dec.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("gen.")}, strict=True)
+    prefix = "ema." if ema else "gen."
+    if not any(k.startswith(prefix) for k in t):
+        raise SystemExit(f"{checkpoint} holds no moving average (a run without train_realism --ema)")
+    dec.load_state_dict({k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}, strict=True)
+    training: dict = {"stage": 3, "steps": meta["step"], "seconds": round(meta["seconds"])}
+    if ema:
+        training["weights"] = "moving average"
     extra = {
         "default_decoder": "diffusion",
         "default_steps": 4,
         "default_realism": realism,
         "kappa": old[1].get("kappa") if old else None,
-        "training": {"stage": 3, "steps": meta["step"], "seconds": round(meta["seconds"])},
+        "training": training,
     }
     if dec.cfg.concepts and not (out / SEMANTICS_FILES[0]).exists():  # the vocabulary its ids belong to
         src = load_model(base).folder
@@ -149,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         help="export a stage-3 decoder checkpoint (ulic.train.train_realism) instead",
     )
     ap.add_argument("--default-realism", type=float, default=1.0)
+    ap.add_argument("--ema", action="store_true", help="with --realism-checkpoint: export the weights' moving average")
     ap.add_argument(
         "--critic-of",
         type=Path,
@@ -170,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"critic": str(args.out), "parameters": n}))
         return 0
     if args.realism_checkpoint is not None:
-        cfg = export_realism(args.realism_checkpoint, args.out, args.default_realism)
+        cfg = export_realism(args.realism_checkpoint, args.out, args.default_realism, ema=args.ema)
         print(json.dumps({k: v for k, v in cfg.items() if k != "t_start"}, indent=2))
         return 0
     if not args.decoder_only:

@@ -36,12 +36,13 @@ Validation (every `--val-every` steps, held-out crops, R = 0 and 1): PSNR, LPIPS
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
@@ -209,6 +210,8 @@ def train_step(step: int, parts: dict, crops: PixelCrops, args: argparse.Namespa
     """A generator and a critic update on one batch."""
     target, lat, concepts = crops.batch(args.batch, parts["device"])
     logged, img, z_c, shift = generator_step(step, parts, target, lat, concepts, args)
+    if "ema" in parts:
+        ema_update(parts["ema"], parts["gen"], args.ema)
     n = len(target)  # one critic call on real and fake together (DDP: one forward per backward)
     logits = parts["critic"](torch.cat([target, img.clamp(0, 1)]), torch.cat([z_c, z_c]), shift)
     loss_d = d_hinge(logits[:n], logits[n:])
@@ -219,14 +222,31 @@ def train_step(step: int, parts: dict, crops: PixelCrops, args: argparse.Namespa
 
 
 @torch.no_grad()
-def validate(parts: dict, crops: PixelCrops, args: argparse.Namespace) -> dict[str, float]:
+def ema_update(ema: nn.Module, gen: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * gen, parameter by parameter; buffers copied."""
+    for pe, p in zip(ema.parameters(), gen.parameters(), strict=True):
+        pe.lerp_(p.detach(), 1 - decay)
+    for be, b in zip(ema.buffers(), gen.buffers(), strict=True):
+        be.copy_(b)
+
+
+def validation(parts: dict, crops: PixelCrops, args: argparse.Namespace) -> dict[str, float]:
+    """`validate` of the trained weights and, with `--ema`, of their average (keys `*_ema`)."""
+    out = validate(parts, crops, args, parts["gen"])
+    if "ema" in parts:
+        out.update({f"{k}_ema": v for k, v in validate(parts, crops, args, parts["ema"]).items()})
+    return out
+
+
+@torch.no_grad()
+def validate(parts: dict, crops: PixelCrops, args: argparse.Namespace, gen: DiffusionDecoder) -> dict[str, float]:
     """Held-out crops at two rates, R = 0 and 1, fixed noise: PSNR, LPIPS-Alex, LPIPS-VGG and
     the RMS (grey levels) of the error's 8-px pattern; with their concept maps when the decoder
     reads them, and once more without (`_none`, as a file without SRC) at R = 1."""
     dev = parts["device"]
     x, lat = crops.val_pixels.to(dev).float() / 255, crops.val_latents.to(dev).float()
     concepts = crops.val_concepts.to(dev).long() if crops.val_concepts is not None else None
-    path = DecodingPath(parts["gen"], args.k, False)
+    path = DecodingPath(gen, args.k, False)
     runs = [(r, qb, concepts, "") for r in (0.0, 1.0) for qb in VAL_Q_BYTES]
     if concepts is not None:
         runs += [(1.0, qb, None, "_none") for qb in VAL_Q_BYTES]
@@ -257,10 +277,24 @@ def load_critic(path: Path, disc: nn.Module) -> None:
 
 def checkpoint_parts(parts: dict) -> tuple[dict, dict]:
     """The modules and optimisers a stage-3 checkpoint holds (`ulic.train.common`)."""
-    return (
-        {"gen": parts["gen"], "disc": parts["disc"]},
-        {"opt_g": (parts["opt_g"], parts["gen"]), "opt_d": (parts["opt_d"], parts["disc"])},
-    )
+    modules = {"gen": parts["gen"], "disc": parts["disc"]}
+    if "ema" in parts:
+        modules["ema"] = parts["ema"]
+    return modules, {"opt_g": (parts["opt_g"], parts["gen"]), "opt_d": (parts["opt_d"], parts["disc"])}
+
+
+def resume(path: Path, parts: dict, device: torch.device) -> dict:
+    """Load a checkpoint into the parts; an average the checkpoint lacks (`--ema` switched on
+    for a run that had none) starts from the loaded generator."""
+    modules, opts = checkpoint_parts(parts)
+    with safe_open(str(path), "pt") as f:
+        has_ema = any(k.startswith("ema.") for k in f.keys())
+    if "ema" in modules and not has_ema:
+        del modules["ema"]
+    meta = load_checkpoint(path, modules, opts, device=device)
+    if "ema" in parts and not has_ema:
+        parts["ema"].load_state_dict(parts["gen"].state_dict())
+    return meta
 
 
 def optimisers(gen: DiffusionDecoder, disc: nn.Module, args: argparse.Namespace):
@@ -297,7 +331,9 @@ def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
     gen = build_generator(args.model, vae_decoder, args.sem).to(dev)
     disc = PatchDiscriminator().to(dev)
     opt_g, opt_d = optimisers(gen, disc, args)
+    ema = {"ema": copy.deepcopy(gen).requires_grad_(False)} if args.ema > 0 else {}
     return {
+        **ema,
         "device": dev,
         "codec": codec,
         "gen": gen,
@@ -350,7 +386,7 @@ def train(args: argparse.Namespace, parts: dict, meta: dict, rank: distributed.R
     log_name = "log.jsonl" if rank.main else f"log.rank{rank.rank}.jsonl"
     with open(args.run / log_name, "a") as log:
         if step == 0 and rank.main:
-            log_line(log, 0, 0.0, validate(parts, crops, args))
+            log_line(log, 0, 0.0, validation(parts, crops, args))
         budget = TimeBudget(args.budget_s, step)
         while step < args.steps:
             for opt in (parts["opt_g"], parts["opt_d"]):
@@ -368,7 +404,7 @@ def train(args: argparse.Namespace, parts: dict, meta: dict, rank: distributed.R
                     args.run / CHECKPOINT, *checkpoint_parts(parts), {**meta, "step": step, "seconds": elapsed}
                 )
             if (step % args.val_every == 0 or last) and rank.main:
-                log_line(log, step, elapsed, validate(parts, crops, args))
+                log_line(log, step, elapsed, validation(parts, crops, args))
             distributed.barrier(rank)  # nobody runs ahead of rank 0's checkpoint
             if last:
                 break
@@ -394,7 +430,7 @@ def run(args: argparse.Namespace) -> None:
         "config": parts["gen"].cfg.as_dict(),
     }
     if ckpt.exists():
-        meta = load_checkpoint(ckpt, *checkpoint_parts(parts), device=rank.device)
+        meta = resume(ckpt, parts, rank.device)
         if rank.main:
             print(f"resumed at step {meta['step']}", flush=True)
     elif args.critic is not None:
@@ -467,6 +503,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--concept-drop", type=float, default=0.5, help="rate of samples trained without concepts (files without SRC)"
+    )
+    ap.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="also keep an exponential moving average of the generator's weights with this decay "
+        "(e.g. 0.998; 0: none), validated beside them; `export --ema` ships it",
     )
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--val-every", type=int, default=100)
