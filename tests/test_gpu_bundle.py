@@ -184,7 +184,9 @@ def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 1 and "val_lpips_alex_q140_r1" in log[-1]  # the budget stopped it after one step
     dec, cfg = load_decoder(str(out / "model"))
-    assert cfg["training"] == {"stage": 3, "steps": 1, "seconds": round(log[-1]["seconds"])}
+    training = cfg["training"]  # the log keeps seconds to 0.1, the decoder's config to 1
+    assert training.keys() == {"stage", "steps", "seconds"} and (training["stage"], training["steps"]) == (3, 1)
+    assert abs(training["seconds"] - log[-1]["seconds"]) <= 0.55
     assert dec.pixel is not None
     avg, cfg_ema = load_decoder(str(out / "model-ema"))  # the weights' moving average (EMA=0.998)
     assert cfg_ema["training"]["weights"] == "moving average"
