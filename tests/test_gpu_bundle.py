@@ -156,6 +156,7 @@ def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
     """scripts/gpu_train.sh with DEVICE=cpu: unpack, one budget-limited step, export; the
     exported decoder loads as a model's decoder."""
     from ulic.model_store import load_decoder, load_model, load_semantics
+    from ulic.train.common import checkpoint_meta
     from ulic.train.crop_pack import pack
 
     shipped = load_semantics(str(load_model().folder))  # maps of its vocabulary: read if the decoder reads them
@@ -184,12 +185,11 @@ def test_gpu_train_script_runs_end_to_end_on_the_cpu(tmp_path):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 1 and "val_lpips_alex_q140_r1" in log[-1]  # the budget stopped it after one step
     dec, cfg = load_decoder(str(out / "model"))
-    training = cfg["training"]  # the log keeps seconds to 0.1, the decoder's config to 1
-    assert training.keys() == {"stage", "steps", "seconds"} and (training["stage"], training["steps"]) == (3, 1)
-    assert abs(training["seconds"] - log[-1]["seconds"]) <= 0.55
+    seconds = checkpoint_meta(tmp_path / "work" / "run" / "checkpoint.safetensors")["seconds"]  # the log's is to 0.1 s
+    assert cfg["training"] == {"stage": 3, "steps": 1, "seconds": round(seconds)}
     assert dec.pixel is not None
     avg, cfg_ema = load_decoder(str(out / "model-ema"))  # the weights' moving average (EMA=0.998)
-    assert cfg_ema["training"]["weights"] == "moving average"
+    assert cfg_ema["training"] == {**cfg["training"], "weights": "moving average"} and avg.pixel is not None
     assert "val_lpips_alex_q140_r1_ema" in log[-1]
     critic = load_file(str(out / "critic.safetensors"))  # the next burst's CRITIC
     assert critic and all(k.startswith("disc.") for k in critic)

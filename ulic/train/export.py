@@ -76,7 +76,7 @@ def export_realism(checkpoint: Path, out: Path, realism: float, base: str | None
     dec = DiffusionDecoder(DiffusionConfig.from_dict(cfg))
     t = load_file(str(checkpoint))
     prefix = "ema." if ema else "gen."
-    if not any(k.startswith(prefix) for k in t):
+    if ema and not any(k.startswith(prefix) for k in t):
         raise SystemExit(f"{checkpoint} holds no moving average (a run without train_realism --ema)")
     dec.load_state_dict({k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}, strict=True)
     training: dict = {"stage": 3, "steps": meta["step"], "seconds": round(meta["seconds"])}
