@@ -7,6 +7,7 @@
 # quality 50, R = 1, plus the training log's held-out crops. Kodak is not used.
 #     sh scripts/ablation_stage3.sh                  # all six arms (about 10 min each on 2 AVX512-BF16 cores)
 #     ARMS="latent-perc all-adv" sh scripts/ablation_stage3.sh
+#     CRITIC_KIND=projected ARMS=all-adv sh scripts/ablation_stage3.sh   # the critic variant (runs/abl-all-adv-projected)
 # Needs: cache/pixel_crops128.safetensors (README, Training), cache/models/stage2
 # (`sh scripts/results.sh stage2` makes it), cache/val and cache/outside (`sh scripts/results.sh
 # other`). Writes runs/abl-ARM/ (checkpoint, log, exported model) and results/ablation/.
@@ -17,8 +18,11 @@ ARMS=${ARMS:-"latent-perc latent-adv pixel-perc pixel-adv all-perc all-adv"}
 STEPS=${STEPS:-250}
 CROPS=${CROPS:-cache/pixel_crops128.safetensors}
 BASE=${BASE:-cache/models/stage2}
+CRITIC_KIND=${CRITIC_KIND:-patch}  # patch or projected (train_realism --critic-kind)
+SUFFIX=$([ "$CRITIC_KIND" = patch ] || echo "-$CRITIC_KIND")
 COMMON="--crops $CROPS --model $BASE --batch 8 --steps $STEPS --lr 2e-4 --lr-pixel 1e-4 --w-mse 16 --w-lpips 1"
 COMMON="$COMMON --gan-start 60 --gan-ramp 60 --d-shift 4 --val-every 100 --ckpt-every 50 --log-every 10"
+COMMON="$COMMON --critic-kind $CRITIC_KIND"
 mkdir -p results/ablation
 for arm in $ARMS; do
     part=${arm%-*}
@@ -27,7 +31,7 @@ for arm in $ARMS; do
         adv) beta=0.1 ;;
         *) echo "unknown arm $arm (PART-perc or PART-adv)" >&2; exit 2 ;;
     esac
-    run=runs/abl-$arm
+    run=runs/abl-$arm$SUFFIX
     # shellcheck disable=SC2086 # COMMON is a list of options
     $BIN/python -m ulic.train.train_realism --run "$run" --train "$part" --beta $beta $COMMON
     mkdir -p "$run/model"
@@ -35,7 +39,7 @@ for arm in $ARMS; do
     $BIN/python -m ulic.train.export --realism-checkpoint "$run/checkpoint.safetensors" --out "$run/model" >/dev/null
     for set in val outside; do
         ULIC_MODEL_DIR=$run/model $BIN/ulic eval --data cache/$set --out results/ablation --codec ulic \
-            --name $set-$arm --decoder diffusion --steps 4 --realism 1 --settings 50 \
-            --metrics psnr,lpips_alex,dists,grid8 --cache cache/eval-abl-$arm
+            --name $set-$arm$SUFFIX --decoder diffusion --steps 4 --realism 1 --settings 50 \
+            --metrics psnr,lpips_alex,dists,grid8 --cache cache/eval-abl-$arm$SUFFIX
     done
 done

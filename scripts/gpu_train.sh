@@ -18,6 +18,9 @@
 # put one there): a random critic costs a continuation its first several hundred steps. EMA
 # (default 0.998): the moving average's decay (on 2 CPUs it scored a little better than the
 # weights on every metric, model card "Warm critic and a moving average"; 0: none).
+# ARGS="--critic-kind projected" trains against the projected critic (heads on the loss's VGG16
+# features; docs/training.md) instead of the patch one; a CRITIC file must then be of that kind
+# (`make gpu-bundle` without CRITIC, or one returned by such a burst).
 set -e
 OUT=${OUT:-gpu-out}
 BUDGET=${BUDGET:-360}

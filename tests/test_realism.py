@@ -12,7 +12,7 @@ from ulic.diffusion.decode import refine, sample
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.diffusion.pixel_decoder import PixelDecoder
 from ulic.model_store import load_decoder, save_decoder
-from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
+from ulic.train.discriminator import PatchDiscriminator, ProjectedDiscriminator, d_hinge, g_hinge, halves
 from ulic.vae.taef2 import make_decoder
 from ulic.vae.tiling import decode_tiled
 
@@ -108,6 +108,40 @@ def test_discriminator_scores_patches_and_hinge_losses():
     assert g_hinge(torch.ones(3, 1, 2, 2)).tolist() == [-1.0, -1.0, -1.0]
 
 
+def test_projected_critic_judges_frozen_features_and_holds_only_its_heads():
+    """One patch map per VGG16 tap; the borrowed feature network is neither in the critic's weights
+    nor moved by its gradients; the tap scales are set once, from the first batch; several maps
+    count equally in the hinge losses."""
+    from ulic.evaluation.lpips import LPIPS
+
+    torch.manual_seed(3)
+    vgg = LPIPS("vgg")
+    d = ProjectedDiscriminator(vgg)
+    img, z = torch.rand(4, 3, 64, 64), torch.randn(4, 32, 8, 8)
+    logits = d(img, z, shift=(2, 1))
+    assert [x.shape for x in logits] == [(4, 1, 16, 16), (4, 1, 8, 8), (4, 1, 4, 4)]
+    assert not any(k.startswith(("_vgg", "net.", "lins")) for k in d.state_dict()) and "tap_scale" in d.state_dict()
+    scale = d.tap_scale.clone()
+    assert bool((scale > 0).all())
+    d(img * 0.5, z)
+    assert torch.equal(d.tap_scale, scale)  # set once
+    with torch.no_grad():  # taps handed over (as in training, from LPIPS.compare): the same logits
+        d.eval()  # (spectral norm's power iteration steps only in training mode)
+        _, taps, _ = vgg.compare(img, img)
+        again = d(img, z, taps=taps)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(again, d(img, z), strict=True))
+        d.train()
+    with pytest.raises(ValueError, match="shift"):
+        d(img, z, shift=(1, 0), taps=taps)
+    real, fake = halves(logits, 2)
+    d_hinge(real, fake).backward()
+    assert all(p.grad is None for p in vgg.parameters())
+    assert d.judges[0][0].parametrizations.weight.original.grad is not None
+    maps = [torch.full((1, 1, 2, 2), 2.0), torch.full((1, 1, 4, 4), -1.0)]
+    assert g_hinge(maps).tolist() == [-0.5]  # (-2 + 1) / 2
+    assert float(d_hinge(maps, [torch.full((1, 1, 2, 2), -2.0), torch.full((1, 1, 4, 4), 0.0)])) == 1.5  # (0 + 3) / 2
+
+
 @pytest.mark.parametrize("part", ["all", "latent", "pixel"])
 def test_train_parts_decide_what_the_optimiser_moves(part):
     """--train (the trainable-parts ablation): the optimiser holds exactly the named parts, one
@@ -178,6 +212,35 @@ def test_stage3_training_steps_checkpoint_and_resume(tmp_path):
     assert json.loads(lines[-1])["step"] == 3 and "val_psnr_q40_r1" in json.loads(lines[0])
     assert math.isfinite(json.loads(lines[0])["val_grid_q40_r1"])
     assert all(math.isfinite(json.loads(line).get("lattice", 0.0)) for line in lines)
+
+
+@needs_vae
+def test_stage3_training_with_the_projected_critic_checkpoints_its_heads_only(tmp_path):
+    """--critic-kind projected: steps, a checkpoint whose critic is the heads (no VGG16 copy) and
+    a resume; a patch critic's file does not load into it."""
+    from safetensors.torch import load_file
+
+    from ulic.train.train_realism import main
+
+    crops = tmp_path / "crops.safetensors"
+    tiny_crops(crops)
+    args = ["--crops", str(crops), "--run", str(tmp_path / "run"), "--val-every", "100", *TINY_RUN]
+    args += ["--critic-kind", "projected", "--d-shift", "3", "--log-every", "1"]
+    assert main(args + ["--steps", "1"]) == 0
+    assert main(args + ["--steps", "2"]) == 0
+    saved = load_file(str(tmp_path / "run" / "checkpoint.safetensors"))
+    disc = {k for k in saved if k.startswith("disc.")}
+    heads = ("disc.heads.", "disc.judges.", "disc.cond.", "disc.tap_scale")
+    assert "disc.tap_scale" in disc and all(k.startswith(heads) for k in disc)
+    assert float(saved["disc.tap_scale"].min()) > 0
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    losses = [json.loads(line)["loss_d"] for line in lines if "loss_d" in json.loads(line)]
+    assert json.loads(lines[-1])["step"] == 2 and len(losses) == 2 and all(map(math.isfinite, losses))
+    patch = tmp_path / "patch"
+    assert main(["--crops", str(crops), "--run", str(patch), "--val-every", "100", *TINY_RUN, "--steps", "1"]) == 0
+    with pytest.raises(SystemExit, match="not a stage-3 critic"):
+        other = [*args[:3], str(tmp_path / "other"), *args[4:], "--steps", "1"]
+        main([*other, "--critic", str(patch / "checkpoint.safetensors")])
 
 
 @needs_vae

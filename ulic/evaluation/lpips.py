@@ -46,9 +46,9 @@ class AlexFeatures(nn.Module):
             ]
         )
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, taps: int = 5) -> list[torch.Tensor]:
         out = []
-        for i, conv in enumerate(self.convs):
+        for i, conv in enumerate(self.convs[:taps]):
             if i in (1, 2):
                 x = F.max_pool2d(x, 3, 2)
             x = F.relu(conv(x))
@@ -68,9 +68,13 @@ class VGG16Features(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.l2pools = nn.ModuleList([L2Pool(c) for c in (64, 128, 256, 512)]) if pool == "l2" else None
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out, ci, pi = [], 0, 0
+    def forward(self, x: torch.Tensor, taps: int = len(VGG_TAPS)) -> list[torch.Tensor]:
+        """The first `taps` of the five taps (the layers after the last one are not run)."""
+        out: list[torch.Tensor] = []
+        ci, pi = 0, 0
         for i, v in enumerate(VGG_CFG):
+            if len(out) == taps:
+                break
             if v == "M":
                 x = self.l2pools[pi](x) if self.l2pools is not None else F.max_pool2d(x, 2, 2)
                 pi += 1
@@ -119,15 +123,23 @@ class LPIPS(nn.Module):
         self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1))
         self.eval().requires_grad_(False)
 
+    def features(self, x: torch.Tensor, taps: int = len(VGG_TAPS)) -> list[torch.Tensor]:
+        """The network's first `taps` ReLU taps of images (N, 3, H, W) in [0, 1], unnormalised."""
+        return self.net((x * 2 - 1 - self.shift) / self.scale, taps)
+
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        fa = self.net((a * 2 - 1 - self.shift) / self.scale)
-        fb = self.net((b * 2 - 1 - self.shift) / self.scale)
+        return self.compare(a, b)[0]
+
+    def compare(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """The distance (N,) and both images' unnormalised taps (what `features` returns), so a
+        caller that needs the features too (the projected critic) does not run the network again."""
+        fa, fb = self.features(a), self.features(b)
         total = torch.zeros(())
         for x, y, w in zip(fa, fb, self.lins, strict=False):
             x = x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             y = y / (y.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             total = total + F.conv2d((x - y) ** 2, w).mean((2, 3))
-        return total.view(-1)
+        return total.view(-1), fa, fb
 
 
 @cache

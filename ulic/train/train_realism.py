@@ -9,7 +9,9 @@ Per step (one quality byte per batch, the realism R ~ U[0, 1] per sample):
           + R * (w_lpips * LPIPS-VGG(image, crop) + beta * hinge_G(D(image, z_c)))
           + w_anchor * MSE(frozen TAEF2 decoder(latent), crop)      the latent stays on TAEF2's manifold
           + w_grid * lattice(image - crop)              the error's 8-px pattern (grid8's counterpart)
-    L_D = hinge(D(crop, z_c), D(image, z_c))     D sees both at one random shift of 0..7 px
+    L_D = hinge(D(crop, z_c), D(image, z_c))     D sees both at one random shift of 0..d_shift px
+D (`--critic-kind`): a patch critic on pixels, or a projected one on frozen VGG16 features
+(`ulic.train.discriminator`); either way conditioned on z_c.
 
 The anchor term keeps the denoised latent decodable by the frozen TAEF2 decoder (a latent off its
 manifold shows as a block grid there and as stripes in the fine-tuned decoder); the random
@@ -28,7 +30,8 @@ position (the ids an SRC section carries, `ulic.semantics`; crops from `pixel_cr
 through a learned embedding added to its first features (zero at start); a share
 `--concept-drop` of the samples gets the id meaning "none", as a file without SRC.
 
-Networks inside the loss: VGG16 (LPIPS-VGG; DISTS uses the same backbone). Not inside:
+Networks inside the loss: VGG16 (LPIPS-VGG, and the projected critic's features; DISTS uses the
+same backbone). Not inside:
 AlexNet (LPIPS-Alex, the headline metric) and Inception (FID), which are only reported.
 Validation (every `--val-every` steps, held-out crops, R = 0 and 1): PSNR, LPIPS-Alex, LPIPS-VGG.
 """
@@ -64,7 +67,7 @@ from ulic.train.common import (
     save_checkpoint,
     update_averages,
 )
-from ulic.train.discriminator import PatchDiscriminator, d_hinge, g_hinge
+from ulic.train.discriminator import PatchDiscriminator, ProjectedDiscriminator, d_hinge, g_hinge, halves
 from ulic.vae.taef2 import decode_pixels
 
 # --train: which parts of the decoding path learn (the ablation of trainable parts); the rest
@@ -168,19 +171,26 @@ def dropped(concepts: torch.Tensor | None, k: int, p: float) -> torch.Tensor | N
 def generator_step(
     step: int, parts: dict, target: torch.Tensor, lat: torch.Tensor, concepts: torch.Tensor | None, args
 ):
-    """One generator update; returns (logged values, image, z_c, the critic's shift)."""
+    """One generator update; returns (logged values, image, z_c, the critic's shift, the critic's
+    extra input: the VGG16 taps of real and fake for a projected critic)."""
     q_byte = int(torch.randint(0, Q_STEPS + 1, (1,)))
     r = torch.rand(args.batch, device=target.device)
     z_c = compressed(parts["codec"], lat, q_byte)
     concepts = dropped(concepts, parts["gen"].cfg.concepts, args.concept_drop)
     img, lat_hat = parts["path"](z_c, q_byte, torch.randn_like(z_c), r, concepts)
     mse = (img - target).pow(2).mean((1, 2, 3))
-    lpv = in_bf16(parts["lpips"], args.bf16, img.clamp(0, 1), target)
+    with torch.autocast(img.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+        lpv, taps_fake, taps_real = parts["lpips"].compare(img.clamp(0, 1), target)
+    lpv = lpv.float()
     beta = gan_weight(step, args)
-    shift = tuple(int(v) for v in torch.randint(0, args.d_shift + 1, (2,)))
+    projected = isinstance(parts["disc"], ProjectedDiscriminator)  # it reads the loss's VGG16 taps
+    shift = (0, 0) if projected else tuple(int(v) for v in torch.randint(0, args.d_shift + 1, (2,)))
+    seen = {"taps": taps_fake} if projected else {}
     disc = parts["disc"].requires_grad_(False)  # the bare module: no critic update in this pass
-    adv = g_hinge(disc(img.clamp(0, 1), z_c, shift)) if beta > 0 else torch.zeros_like(mse)
+    adv = g_hinge(disc(img.clamp(0, 1), z_c, shift, **seen)) if beta > 0 else torch.zeros_like(mse)
     disc.requires_grad_(True)
+    if projected:  # the critic's input for its own update: real and fake taps, no gradient
+        seen = {"taps": [torch.cat([r, f]).detach() for r, f in zip(taps_real, taps_fake, strict=True)]}
     lattice = lattice_loss(img, target) if args.w_grid > 0 else torch.zeros_like(mse)
     anchor = torch.zeros_like(mse)
     if args.w_anchor > 0:
@@ -203,18 +213,18 @@ def generator_step(
         "anchor": anchor.mean(),
         "lattice": lattice.mean(),
     }
-    return logged, img.detach(), z_c, shift
+    return logged, img.detach(), z_c, shift, seen
 
 
 def train_step(step: int, parts: dict, crops: PixelCrops, args: argparse.Namespace) -> dict[str, torch.Tensor]:
     """A generator and a critic update on one batch."""
     target, lat, concepts = crops.batch(args.batch, parts["device"])
-    logged, img, z_c, shift = generator_step(step, parts, target, lat, concepts, args)
+    logged, img, z_c, shift, seen = generator_step(step, parts, target, lat, concepts, args)
     if "ema" in parts:
         ema_update(parts["ema"], parts["gen"], args.ema)
     n = len(target)  # one critic call on real and fake together (DDP: one forward per backward)
-    logits = parts["critic"](torch.cat([target, img.clamp(0, 1)]), torch.cat([z_c, z_c]), shift)
-    loss_d = d_hinge(logits[:n], logits[n:])
+    logits = parts["critic"](torch.cat([target, img.clamp(0, 1)]), torch.cat([z_c, z_c]), shift, **seen)
+    loss_d = d_hinge(*halves(logits, n))
     parts["opt_d"].zero_grad(set_to_none=True)
     loss_d.backward()
     parts["opt_d"].step()
@@ -329,7 +339,9 @@ def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
     codec = load_model(args.model).codec.eval().requires_grad_(False).to(dev)
     vae_decoder = load_vae().decoder.eval().requires_grad_(False)
     gen = build_generator(args.model, vae_decoder, args.sem).to(dev)
-    disc = PatchDiscriminator().to(dev)
+    vgg = LPIPS("vgg").to(dev)
+    projected = args.critic_kind == "projected"
+    disc = (ProjectedDiscriminator(vgg, bf16=args.bf16) if projected else PatchDiscriminator()).to(dev)
     opt_g, opt_d = optimisers(gen, disc, args)
     ema = {"ema": copy.deepcopy(gen).requires_grad_(False)} if args.ema > 0 else {}
     return {
@@ -343,7 +355,7 @@ def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
         "vae_decoder": vae_decoder.to(dev),
         "opt_g": opt_g,
         "opt_d": opt_d,
-        "lpips": LPIPS("vgg").to(dev),
+        "lpips": vgg,
         "alex": LPIPS("alex").to(dev),
     }
 
@@ -463,7 +475,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--w-grid", type=float, default=0.0, help="weight of the error's 8-px pattern (lattice_loss), all R"
     )
-    ap.add_argument("--d-shift", type=int, default=0, help="random shift (px) of D's inputs, both real and fake")
+    ap.add_argument(
+        "--critic-kind",
+        choices=("patch", "projected"),
+        default="patch",
+        help="patch: a pixel patch critic conditioned on z_c; projected: heads on frozen VGG16 "
+        "features (relu2_2..relu4_3, the loss's LPIPS network) conditioned on z_c",
+    )
+    ap.add_argument(
+        "--d-shift", type=int, default=0, help="random shift (px) of D's inputs, both real and fake (patch critic)"
+    )
     ap.add_argument("--w-lpips", type=float, default=1.0, help="LPIPS-VGG weight, times R")
     ap.add_argument("--beta", type=float, default=0.1, help="adversarial weight, times R")
     ap.add_argument("--gan-start", type=int, default=150)
