@@ -125,6 +125,16 @@ def test_projected_critic_judges_frozen_features_and_holds_only_its_heads():
     assert bool((scale > 0).all())
     d(img * 0.5, z)
     assert torch.equal(d.tap_scale, scale)  # set once
+    other = ProjectedDiscriminator(vgg)
+    other(img * 0.5, z)
+    other.load_state_dict(d.state_dict())
+    other(img * 0.25, z)
+    assert torch.equal(other.tap_scale, scale)  # loaded scales are kept
+    fresh = ProjectedDiscriminator(vgg)
+    fresh.load_state_dict({**d.state_dict(), "tap_scale": torch.zeros(3)})
+    fresh(img, z)
+    rms = torch.stack([f.pow(2).mean().sqrt() for f in vgg.features(img)[1:4]])
+    assert torch.allclose(fresh.tap_scale, rms)  # zeros loaded: set from the next batch
     with torch.no_grad():  # taps handed over (as in training, from LPIPS.compare): the same logits
         d.eval()  # (spectral norm's power iteration steps only in training mode)
         _, taps, _ = vgg.compare(img, img)

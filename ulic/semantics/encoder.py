@@ -43,7 +43,7 @@ def region_embeddings(image: torch.Tensor) -> torch.Tensor:
     """(1, 3, H, W) in [0, 1] -> unit-norm region embeddings (GRID * GRID, DIM), row-major."""
     vgg = _vgg()
     x = encoder_input(image)
-    feats = vgg.net((x * 2 - 1 - vgg.shift) / vgg.scale)[-1]  # (1, 512, h/16, w/16): relu5_3
+    feats = vgg.features(x)[-1]  # (1, 512, h/16, w/16): relu5_3
     e = F.adaptive_avg_pool2d(feats, GRID)[0].flatten(1).T  # (GRID * GRID, 512)
     return F.normalize(e, dim=1)
 
@@ -71,7 +71,7 @@ DENSE_TILE = 512  # image pixels per tile side of dense_features on large images
 def _dense(image: torch.Tensor, bf16: bool) -> torch.Tensor:
     vgg = _vgg()
     with torch.no_grad(), torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=bf16):
-        taps = vgg.net((image * 2 - 1 - vgg.shift) / vgg.scale)
+        taps = vgg.features(image)
     r4, r5 = (F.normalize(t.float(), dim=1) * DIM**0.5 for t in taps[3:5])  # (B, 512, H/8 | H/16, ...)
     return torch.cat([r4, F.interpolate(r5, scale_factor=2, mode="nearest")], 1)
 

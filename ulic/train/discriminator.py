@@ -92,6 +92,11 @@ class ProjectedDiscriminator(nn.Module):
             for _ in PROJECTED_TAPS
         )
         self.register_buffer("tap_scale", torch.zeros(len(PROJECTED_TAPS)))  # 0: not yet set
+        self._scale_checked = False
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._scale_checked = False  # loaded scales are read again (zeros: set from the next batch)
 
     def forward(
         self,
@@ -113,9 +118,11 @@ class ProjectedDiscriminator(nn.Module):
         elif dy or dx:
             raise ValueError("a shift moves the image, not taps computed from it")
         feats = [taps[t].float() for t in PROJECTED_TAPS]
-        if not bool((self.tap_scale > 0).all()):
-            with torch.no_grad():
-                self.tap_scale.copy_(torch.stack([f.pow(2).mean().sqrt().clamp_min(1e-6) for f in feats]))
+        if not self._scale_checked:  # read the buffer once (a loaded one is kept), not every step
+            if not bool((self.tap_scale > 0).all()):
+                with torch.no_grad():
+                    self.tap_scale.copy_(torch.stack([f.pow(2).mean().sqrt().clamp_min(1e-6) for f in feats]))
+            self._scale_checked = True
         c = F.leaky_relu(self.cond(z_c), 0.2)  # (B, COND, H/8, W/8)
         out = []
         for f, scale, head, judge in zip(feats, self.tap_scale, self.heads, self.judges, strict=True):
