@@ -11,7 +11,7 @@
 #     OUT=results/ablation/critics TAG=-c STEPS=200 CROPS=... sh scripts/ablation_stage3.sh   # a separate series
 # Needs: cache/pixel_crops128.safetensors (README, Training), cache/models/stage2
 # (`sh scripts/results.sh stage2` makes it), cache/val and cache/outside (`sh scripts/results.sh
-# other`). Writes runs/abl-ARM/ (checkpoint, log, exported model) and results/ablation/.
+# other`). Writes runs/abl-ARM[TAG]/ (checkpoint, log, exported model) and results/ablation/ (or OUT).
 # Networks in the loss: VGG16 (LPIPS-VGG, and the DISTS backbone); AlexNet and Inception only report.
 set -e
 BIN=${BIN:-.venv/bin}
