@@ -43,6 +43,6 @@ for arm in $ARMS; do
     for set in val outside; do
         ULIC_MODEL_DIR=$run/model $BIN/ulic eval --data cache/$set --out "$OUT" --codec ulic \
             --name $set-$arm$SUFFIX --decoder diffusion --steps 4 --realism 1 --settings 50 \
-            --metrics psnr,lpips_alex,dists,grid8 --cache cache/eval-abl-$arm$SUFFIX$TAG
+            --metrics psnr,lpips_alex,dists,grid8 --cache cache/eval-abl-$arm$SUFFIX
     done
 done
