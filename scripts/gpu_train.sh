@@ -20,7 +20,9 @@
 # weights on every metric, model card "Warm critic and a moving average"; 0: none).
 # ARGS="--critic-kind projected" trains against the projected critic (heads on the loss's VGG16
 # features; docs/training.md) instead of the patch one; a CRITIC file must then be of that kind
-# (`make gpu-bundle` without CRITIC, or one returned by such a burst).
+# (`make gpu-bundle` without CRITIC, or one returned by such a burst). The shipped decoder (3k)
+# was trained that way: ARGS="--critic-kind projected --d-warmup 300" continues it with a new
+# projected critic that trains alone for its first 300 steps.
 set -e
 OUT=${OUT:-gpu-out}
 BUDGET=${BUDGET:-360}

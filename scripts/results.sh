@@ -29,9 +29,11 @@ ulic() {  # results/kodak/ulic-realism*: the shipped model, default decoder, and
     $BIN/ulic eval --compare ulic-diffusion ulic-realism
     # the earlier stage-3 decoders, their rows kept: 60fe4fdf (3a, before the lattice continuation)
     # as ulic-realism-s3a (git show 53ebc50:results/kodak/ulic-realism.json), fc01fb04 (3g, before
-    # the concept-reading continuation) as ulic-realism-s3g (git show cacaddc:results/kodak/ulic-realism.json)
+    # the concept-reading continuation) as ulic-realism-s3g (git show cacaddc:results/kodak/ulic-realism.json),
+    # 0aceb053 (3h, before the projected-critic continuation) as ulic-realism-s3h (git show 814512f:results/kodak/ulic-realism.json)
     $BIN/ulic eval --compare ulic-realism-s3a ulic-realism
     $BIN/ulic eval --compare ulic-realism-s3g ulic-realism
+    $BIN/ulic eval --compare ulic-realism-s3h ulic-realism
     # + SRC: the same decoder reading the files' concept ids (issue 14's ablation)
     $BIN/ulic eval --data "$K" --codec ulic --name ulic-realism-src --decoder diffusion --steps 4 \
         --settings 0 10 25 40 50 55 60 75 --src --metrics psnr,ms_ssim,lpips_alex,dists,grid8
@@ -86,7 +88,8 @@ fid() {  # results/kodak/fid64/: FID/64 at 0.02/0.03/0.05 bpp on the first 6 ima
         --metrics psnr,lpips_alex --settings hevc:d2:q8 hevc:d1.25:q10 --fid 64  # hull points at 0.02, 0.05
     $BIN/ulic eval --data "$K" --limit 6 --out results/kodak/fid64 --codec ulic --name ulic-realism-fid-b \
         --decoder diffusion --steps 4 --metrics psnr,lpips_alex --settings 45 70 --fid 64
-    # all 24 images at 0.03 bpp: ulic, the HEVC and AVIF dense-hull points (~10 min each)
+    # all 24 images at 0.03 bpp: ulic, the HEVC and AVIF dense-hull points (~10 min each; 27 min on
+    # a float32 2-core EPYC); 3h's ulic rows kept as ulic-realism-s3h-fid24 (here and in grid8/)
     $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec ulic --name ulic-realism-fid24 \
         --decoder diffusion --steps 4 --metrics psnr,lpips_alex --settings 55 --fid 64
     $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec hevc --name hevc-dense-fid24 \

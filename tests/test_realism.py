@@ -301,6 +301,37 @@ def test_a_new_run_can_start_its_critic_from_an_earlier_runs(tmp_path):
         main(["--run", str(tmp_path / "c"), *base, "--critic", str(crops)])
 
 
+@needs_vae
+def test_critic_warm_up_moves_the_critic_alone_and_needs_no_maps_when_all_samples_are_none(tmp_path):
+    """--d-warmup 2: after two steps the generator's weights are still the shipped decoder's and
+    the projected critic's heads have moved; a third step then trains the generator. With
+    --concept-drop 1 the concept-reading decoder trains on crops without concept maps."""
+    from safetensors.torch import load_file
+
+    from ulic.model_store import load_decoder, load_model
+    from ulic.train.train_realism import main
+
+    crops = tmp_path / "crops.safetensors"
+    tiny_crops(crops, vocabulary=None)
+    args = ["--crops", str(crops), "--run", str(tmp_path / "run"), "--val-every", "100", *TINY_RUN]
+    args += ["--critic-kind", "projected", "--d-warmup", "2", "--concept-drop", "1", "--seed", "3"]
+    loaded = load_decoder(str(load_model().folder))
+    assert loaded is not None and loaded[0].cfg.concepts  # the shipped decoder reads concept maps
+    shipped = loaded[0].state_dict()
+    assert main(args + ["--steps", "2"]) == 0
+    saved = load_file(str(tmp_path / "run" / "checkpoint.safetensors"))
+    gen = {k[4:]: v for k, v in saved.items() if k.startswith("gen.")}
+    assert gen.keys() == shipped.keys() and all(torch.equal(gen[k], shipped[k].float()) for k in gen)
+    assert main(args + ["--steps", "3"]) == 0
+    moved = load_file(str(tmp_path / "run" / "checkpoint.safetensors"))
+    assert any(not torch.equal(moved[f"gen.{k}"], shipped[k].float()) for k in shipped)
+    heads = [k for k in saved if k.startswith("disc.") and "weight" in k]
+    fresh = tmp_path / "fresh"  # the same seed and one critic-less step: the critic as initialised
+    assert main([*args[:3], str(fresh), *args[4:], "--d-warmup", "0", "--lr-d", "0", "--steps", "1"]) == 0
+    init = load_file(str(fresh / "checkpoint.safetensors"))
+    assert heads and any(not torch.equal(saved[k], init[k]) for k in heads)
+
+
 def test_moving_average_update_is_the_stated_blend():
     """ema <- d * ema + (1 - d) * gen for every parameter; buffers are copied."""
     from ulic.train.train_realism import ema_update

@@ -216,12 +216,33 @@ def generator_step(
     return logged, img.detach(), z_c, shift, seen
 
 
+def critic_inputs(parts: dict, target: torch.Tensor, lat: torch.Tensor, concepts: torch.Tensor | None, args):
+    """A critic warm-up step's inputs, as `generator_step` returns them but with the generator
+    only run (no gradient, no update): (image, z_c, the critic's shift, its extra input)."""
+    q_byte = int(torch.randint(0, Q_STEPS + 1, (1,)))
+    r = torch.rand(args.batch, device=target.device)
+    z_c = compressed(parts["codec"], lat, q_byte)
+    concepts = dropped(concepts, parts["gen"].cfg.concepts, args.concept_drop)
+    with torch.no_grad():
+        img, _ = parts["path"](z_c, q_byte, torch.randn_like(z_c), r, concepts)
+        if not isinstance(parts["disc"], ProjectedDiscriminator):
+            return img, z_c, tuple(int(v) for v in torch.randint(0, args.d_shift + 1, (2,))), {}
+        with torch.autocast(img.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            _, taps_fake, taps_real = parts["lpips"].compare(img.clamp(0, 1), target)
+    return img, z_c, (0, 0), {"taps": [torch.cat([r, f]) for r, f in zip(taps_real, taps_fake, strict=True)]}
+
+
 def train_step(step: int, parts: dict, crops: PixelCrops, args: argparse.Namespace) -> dict[str, torch.Tensor]:
-    """A generator and a critic update on one batch."""
+    """A generator and a critic update on one batch; during the first `--d-warmup` steps the
+    critic's update alone (the generator's step count starts after them)."""
     target, lat, concepts = crops.batch(args.batch, parts["device"])
-    logged, img, z_c, shift, seen = generator_step(step, parts, target, lat, concepts, args)
-    if "ema" in parts:
-        ema_update(parts["ema"], parts["gen"], args.ema)
+    if step < args.d_warmup:
+        logged: dict[str, torch.Tensor] = {}
+        img, z_c, shift, seen = critic_inputs(parts, target, lat, concepts, args)
+    else:
+        logged, img, z_c, shift, seen = generator_step(step - args.d_warmup, parts, target, lat, concepts, args)
+        if "ema" in parts:
+            ema_update(parts["ema"], parts["gen"], args.ema)
     n = len(target)  # one critic call on real and fake together (DDP: one forward per backward)
     logits = parts["critic"](torch.cat([target, img.clamp(0, 1)]), torch.cat([z_c, z_c]), shift, **seen)
     loss_d = d_hinge(*halves(logits, n))
@@ -364,22 +385,26 @@ class TimeBudget:
     """Fit a run into `seconds` of wall time (a lent machine's limit): after CALIBRATION_STEPS
     timed steps the total step count becomes what the rest of the budget holds at the measured
     pace, less a margin for validation and checkpoints, so the learning rate still decays to its
-    floor; `spent()` stops the loop if the pace drops anyway. Without a budget it does nothing."""
+    floor; `spent()` stops the loop if the pace drops anyway. Without a budget it does nothing.
+    Steps before `calibrate_from` (the critic's cheaper warm-up) are not timed."""
 
     CALIBRATION_STEPS = 20
     MARGIN = 0.9
 
-    def __init__(self, seconds: float | None, start_step: int):
+    def __init__(self, seconds: float | None, start_step: int, calibrate_from: int = 0):
         self.seconds, self.start_step, self.t0 = seconds, start_step, time.time()
+        self.calibrate_from, self.t_cal = max(start_step, calibrate_from), self.t0
         self.fitted = False
 
     def fit(self, step: int, total: int) -> int:
-        if self.seconds is None or self.fitted or step - self.start_step < self.CALIBRATION_STEPS:
+        if step == self.calibrate_from:
+            self.t_cal = time.time()
+        if self.seconds is None or self.fitted or step - self.calibrate_from < self.CALIBRATION_STEPS:
             return total
         self.fitted = True
-        elapsed = time.time() - self.t0
-        pace = max(elapsed / (step - self.start_step), 1e-9)
-        fitted = step + int(self.MARGIN * max(0.0, self.seconds - elapsed) / pace)
+        now = time.time()
+        pace = max((now - self.t_cal) / (step - self.calibrate_from), 1e-9)
+        fitted = step + int(self.MARGIN * max(0.0, self.seconds - (now - self.t0)) / pace)
         print(f"time budget: {pace:.3f} s/step, {min(total, fitted)} steps in all", flush=True)
         return min(total, fitted)
 
@@ -391,19 +416,19 @@ def train(args: argparse.Namespace, parts: dict, meta: dict, rank: distributed.R
     """The loop from meta's step: rank 0 logs, validates and writes checkpoints."""
     step, seconds0, t0 = meta["step"], meta["seconds"], time.time()
     avg: dict[str, float] = {}
-    crops = PixelCrops(
-        args.crops, args.seed + step, rank, parts["gen"].cfg.vocabulary if parts["gen"].cfg.concepts else None
-    )
+    reads_maps = parts["gen"].cfg.concepts and args.concept_drop < 1  # drop 1: every sample as without SRC
+    crops = PixelCrops(args.crops, args.seed + step, rank, parts["gen"].cfg.vocabulary if reads_maps else None)
     torch.manual_seed(args.seed + step + SEED_PER_RANK * rank.rank)
     log_name = "log.jsonl" if rank.main else f"log.rank{rank.rank}.jsonl"
     with open(args.run / log_name, "a") as log:
         if step == 0 and rank.main:
             log_line(log, 0, 0.0, validation(parts, crops, args))
-        budget = TimeBudget(args.budget_s, step)
+        budget = TimeBudget(args.budget_s, step, args.d_warmup)
         while step < args.steps:
-            for opt in (parts["opt_g"], parts["opt_d"]):
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(step, args.steps, g["base"])
+            for g in parts["opt_g"].param_groups:  # the generator's schedule starts after the warm-up
+                g["lr"] = lr_at(max(0, step - args.d_warmup), max(1, args.steps - args.d_warmup), g["base"])
+            for g in parts["opt_d"].param_groups:
+                g["lr"] = lr_at(step, args.steps, g["base"])
             update_averages(avg, train_step(step, parts, crops, args))
             step += 1
             args.steps = budget.fit(step, args.steps)
@@ -487,6 +512,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--w-lpips", type=float, default=1.0, help="LPIPS-VGG weight, times R")
     ap.add_argument("--beta", type=float, default=0.1, help="adversarial weight, times R")
+    ap.add_argument(
+        "--d-warmup",
+        type=int,
+        default=0,
+        help="first train the critic alone for this many steps (the generator only run, no "
+        "update); --gan-start and the generator's schedule count from the end of the warm-up",
+    )
     ap.add_argument("--gan-start", type=int, default=150)
     ap.add_argument("--gan-ramp", type=int, default=150)
     ap.add_argument(
@@ -523,7 +555,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "from `pixel_crops --concepts`); a decoder without that input gains it at zero",
     )
     ap.add_argument(
-        "--concept-drop", type=float, default=0.5, help="rate of samples trained without concepts (files without SRC)"
+        "--concept-drop",
+        type=float,
+        default=0.5,
+        help="rate of samples trained without concepts (files without SRC); 1: all of them, and "
+        "the crops need no concept maps",
     )
     ap.add_argument(
         "--ema",
