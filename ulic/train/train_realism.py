@@ -168,15 +168,34 @@ def dropped(concepts: torch.Tensor | None, k: int, p: float) -> torch.Tensor | N
     return torch.where(drop[:, None, None], torch.full_like(concepts, k), concepts)
 
 
+def sampled_inputs(parts: dict, lat: torch.Tensor, concepts: torch.Tensor | None, args: argparse.Namespace):
+    """The generator's inputs for one batch: (q byte, R per sample (B,), z_c, concept maps with
+    the "none" drop applied)."""
+    q_byte = int(torch.randint(0, Q_STEPS + 1, (1,)))
+    r = torch.rand(args.batch, device=lat.device)
+    z_c = compressed(parts["codec"], lat, q_byte)
+    return q_byte, r, z_c, dropped(concepts, parts["gen"].cfg.concepts, args.concept_drop)
+
+
+def critic_shift(parts: dict, args: argparse.Namespace) -> tuple[int, int]:
+    """The random shift of the patch critic's inputs; none for a projected critic (it reads taps)."""
+    if isinstance(parts["disc"], ProjectedDiscriminator):
+        return (0, 0)
+    dy, dx = (int(v) for v in torch.randint(0, args.d_shift + 1, (2,)))
+    return dy, dx
+
+
+def both_taps(taps_real: list, taps_fake: list) -> dict:
+    """A projected critic's input for its own update: real and fake taps stacked, no gradient."""
+    return {"taps": [torch.cat([r, f]).detach() for r, f in zip(taps_real, taps_fake, strict=True)]}
+
+
 def generator_step(
     step: int, parts: dict, target: torch.Tensor, lat: torch.Tensor, concepts: torch.Tensor | None, args
 ):
     """One generator update; returns (logged values, image, z_c, the critic's shift, the critic's
     extra input: the VGG16 taps of real and fake for a projected critic)."""
-    q_byte = int(torch.randint(0, Q_STEPS + 1, (1,)))
-    r = torch.rand(args.batch, device=target.device)
-    z_c = compressed(parts["codec"], lat, q_byte)
-    concepts = dropped(concepts, parts["gen"].cfg.concepts, args.concept_drop)
+    q_byte, r, z_c, concepts = sampled_inputs(parts, lat, concepts, args)
     img, lat_hat = parts["path"](z_c, q_byte, torch.randn_like(z_c), r, concepts)
     mse = (img - target).pow(2).mean((1, 2, 3))
     with torch.autocast(img.device.type, dtype=torch.bfloat16, enabled=args.bf16):
@@ -184,13 +203,13 @@ def generator_step(
     lpv = lpv.float()
     beta = gan_weight(step, args)
     projected = isinstance(parts["disc"], ProjectedDiscriminator)  # it reads the loss's VGG16 taps
-    shift = (0, 0) if projected else tuple(int(v) for v in torch.randint(0, args.d_shift + 1, (2,)))
+    shift = critic_shift(parts, args)
     seen = {"taps": taps_fake} if projected else {}
     disc = parts["disc"].requires_grad_(False)  # the bare module: no critic update in this pass
     adv = g_hinge(disc(img.clamp(0, 1), z_c, shift, **seen)) if beta > 0 else torch.zeros_like(mse)
     disc.requires_grad_(True)
-    if projected:  # the critic's input for its own update: real and fake taps, no gradient
-        seen = {"taps": [torch.cat([r, f]).detach() for r, f in zip(taps_real, taps_fake, strict=True)]}
+    if projected:
+        seen = both_taps(taps_real, taps_fake)
     lattice = lattice_loss(img, target) if args.w_grid > 0 else torch.zeros_like(mse)
     anchor = torch.zeros_like(mse)
     if args.w_anchor > 0:
@@ -219,17 +238,15 @@ def generator_step(
 def critic_inputs(parts: dict, target: torch.Tensor, lat: torch.Tensor, concepts: torch.Tensor | None, args):
     """A critic warm-up step's inputs, as `generator_step` returns them but with the generator
     only run (no gradient, no update): (image, z_c, the critic's shift, its extra input)."""
-    q_byte = int(torch.randint(0, Q_STEPS + 1, (1,)))
-    r = torch.rand(args.batch, device=target.device)
-    z_c = compressed(parts["codec"], lat, q_byte)
-    concepts = dropped(concepts, parts["gen"].cfg.concepts, args.concept_drop)
+    q_byte, r, z_c, concepts = sampled_inputs(parts, lat, concepts, args)
     with torch.no_grad():
         img, _ = parts["path"](z_c, q_byte, torch.randn_like(z_c), r, concepts)
+        shift = critic_shift(parts, args)
         if not isinstance(parts["disc"], ProjectedDiscriminator):
-            return img, z_c, tuple(int(v) for v in torch.randint(0, args.d_shift + 1, (2,))), {}
+            return img, z_c, shift, {}
         with torch.autocast(img.device.type, dtype=torch.bfloat16, enabled=args.bf16):
             _, taps_fake, taps_real = parts["lpips"].compare(img.clamp(0, 1), target)
-    return img, z_c, (0, 0), {"taps": [torch.cat([r, f]) for r, f in zip(taps_real, taps_fake, strict=True)]}
+    return img, z_c, shift, both_taps(taps_real, taps_fake)
 
 
 def train_step(step: int, parts: dict, crops: PixelCrops, args: argparse.Namespace) -> dict[str, torch.Tensor]:
