@@ -172,7 +172,7 @@ def sampled_inputs(parts: dict, lat: torch.Tensor, concepts: torch.Tensor | None
     """The generator's inputs for one batch: (q byte, R per sample (B,), z_c, concept maps with
     the "none" drop applied)."""
     q_byte = int(torch.randint(0, Q_STEPS + 1, (1,)))
-    r = torch.rand(args.batch, device=lat.device)
+    r = torch.rand(len(lat), device=lat.device)  # (B,): the batch as drawn
     z_c = compressed(parts["codec"], lat, q_byte)
     return q_byte, r, z_c, dropped(concepts, parts["gen"].cfg.concepts, args.concept_drop)
 
