@@ -97,7 +97,7 @@ fid() {  # results/kodak/fid64/: FID/64 at 0.02/0.03/0.05 bpp on the first 6 ima
     $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec avif --name avif-dense-fid24 \
         --metrics psnr,lpips_alex --settings avif:d1.75:q6 --fid 64
     # all 24 images at 0.02 and 0.05 bpp: HEVC's dense-hull points, AVIF's best LPIPS near each rate
-    # (3h's ulic rows kept as ulic-realism-s3h-fid24-b; 3k's file holds q45 until the next command reruns)
+    # (3h's ulic rows kept as ulic-realism-s3h-fid24-b)
     $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec ulic --name ulic-realism-fid24-b \
         --decoder diffusion --steps 4 --metrics psnr,lpips_alex --settings 45 70 --fid 64
     $BIN/ulic eval --data "$K" --out results/kodak/fid64 --codec hevc --name hevc-dense-fid24-b \

@@ -305,7 +305,8 @@ def test_a_new_run_can_start_its_critic_from_an_earlier_runs(tmp_path):
 def test_critic_warm_up_moves_the_critic_alone_and_needs_no_maps_when_all_samples_are_none(tmp_path):
     """--d-warmup 2: after two steps the generator's weights are still the shipped decoder's and
     the projected critic's heads have moved; a third step then trains the generator. With
-    --concept-drop 1 the concept-reading decoder trains on crops without concept maps."""
+    --concept-drop 1 the concept-reading decoder trains on crops without concept maps. Validation
+    is skipped inside the warm-up, where the generator has not moved."""
     from safetensors.torch import load_file
 
     from ulic.model_store import load_decoder, load_model
@@ -313,7 +314,7 @@ def test_critic_warm_up_moves_the_critic_alone_and_needs_no_maps_when_all_sample
 
     crops = tmp_path / "crops.safetensors"
     tiny_crops(crops, vocabulary=None)
-    args = ["--crops", str(crops), "--run", str(tmp_path / "run"), "--val-every", "100", *TINY_RUN]
+    args = ["--crops", str(crops), "--run", str(tmp_path / "run"), "--val-every", "1", *TINY_RUN]
     args += ["--critic-kind", "projected", "--d-warmup", "2", "--concept-drop", "1", "--seed", "3"]
     loaded = load_decoder(str(load_model().folder))
     assert loaded is not None and loaded[0].cfg.concepts  # the shipped decoder reads concept maps
@@ -325,6 +326,9 @@ def test_critic_warm_up_moves_the_critic_alone_and_needs_no_maps_when_all_sample
     assert main(args + ["--steps", "3"]) == 0
     moved = load_file(str(tmp_path / "run" / "checkpoint.safetensors"))
     assert any(not torch.equal(moved[f"gen.{k}"], shipped[k].float()) for k in shipped)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    validated = [r["step"] for r in records if any(k.startswith("val_") for k in r)]
+    assert validated == [0, 2, 3]  # not step 1, inside the warm-up; step 2 ends the first run
     heads = [k for k in saved if k.startswith("disc.") and "weight" in k]
     fresh = tmp_path / "fresh"  # the same seed and one critic-less step: the critic as initialised
     assert main([*args[:3], str(fresh), *args[4:], "--d-warmup", "0", "--lr-d", "0", "--steps", "1"]) == 0

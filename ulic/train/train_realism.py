@@ -457,7 +457,8 @@ def train(args: argparse.Namespace, parts: dict, meta: dict, rank: distributed.R
                 save_checkpoint(
                     args.run / CHECKPOINT, *checkpoint_parts(parts), {**meta, "step": step, "seconds": elapsed}
                 )
-            if (step % args.val_every == 0 or last) and rank.main:
+            warming = step <= args.d_warmup  # the generator has not moved since step 0's validation
+            if (step % args.val_every == 0 and not warming or last) and rank.main:
                 log_line(log, step, elapsed, validation(parts, crops, args))
             distributed.barrier(rank)  # nobody runs ahead of rank 0's checkpoint
             if last:
