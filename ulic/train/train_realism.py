@@ -458,7 +458,7 @@ def train(args: argparse.Namespace, parts: dict, meta: dict, rank: distributed.R
                     args.run / CHECKPOINT, *checkpoint_parts(parts), {**meta, "step": step, "seconds": elapsed}
                 )
             warming = step <= args.d_warmup  # the generator has not moved since step 0's validation
-            if (step % args.val_every == 0 and not warming or last) and rank.main:
+            if ((step % args.val_every == 0 and not warming) or last) and rank.main:
                 log_line(log, step, elapsed, validation(parts, crops, args))
             distributed.barrier(rank)  # nobody runs ahead of rank 0's checkpoint
             if last:
