@@ -6,8 +6,8 @@
           --> semantic (B, G)             global condition vector (pooled features)
     x_t (B, 32, h, w), t (B,), DRM outputs
       Denoiser --> x0_hat = coarse + residual   (B, 32, h, w)
-A small UNet: two levels (h and h/2), FiLM from the time embedding plus the global vector,
-spatial features concatenated at the input. The output convolution starts at zero, so an
+A small UNet: two levels (h and h/2, `mid_blocks` at h/2), FiLM from the time embedding plus the
+global vector, spatial features concatenated at the input. The output convolution starts at zero, so an
 untrained denoiser returns the DRM's coarse latent.
 """
 
@@ -37,6 +37,7 @@ class DiffusionConfig:
     semantic: int = 128  # G
     widths: tuple[int, int] = (64, 128)
     blocks: int = 2  # per level and direction
+    mid_blocks: int | None = None  # blocks at the h/2 level; None: 2 * blocks
     emb: int = 128
     realism: bool = False  # stage 3: DRM and denoiser take the realism R in [0, 1]
     pixel_decoder: bool = False  # stage 3: a trainable pixel decoder replaces the frozen TAEF2 one
@@ -143,7 +144,8 @@ class Denoiser(nn.Module):
         self.conv_in = conv3(2 * c + cfg.spatial, w0)  # x_t, coarse, spatial features
         self.down0 = nn.ModuleList([FiLMBlock(w0, w0, e) for _ in range(cfg.blocks)])
         self.down = nn.Conv2d(w0, w1, 3, stride=2, padding=1)  # (B, w1, h/2, w/2)
-        self.mid = nn.ModuleList([FiLMBlock(w1, w1, e) for _ in range(2 * cfg.blocks)])
+        n_mid = 2 * cfg.blocks if cfg.mid_blocks is None else cfg.mid_blocks
+        self.mid = nn.ModuleList([FiLMBlock(w1, w1, e) for _ in range(n_mid)])
         self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv3(w1, w0))
         self.up0 = nn.ModuleList([FiLMBlock(2 * w0 if i == 0 else w0, w0, e) for i in range(cfg.blocks)])
         self.conv_out = conv3(w0, c)

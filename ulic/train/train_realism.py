@@ -50,6 +50,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ulic.codec.hyperprior import Q_STEPS
+from ulic.codec.layers import zero_init
 from ulic.diffusion.decode import sample
 from ulic.diffusion.networks import DiffusionConfig, DiffusionDecoder
 from ulic.evaluation.artefacts import lattice_loss
@@ -80,12 +81,36 @@ SEED_PER_RANK = distributed.SEED_PER_RANK
 
 
 def build_generator(
-    model_folder: str | None, vae_decoder: torch.nn.Module, sem: Semantics | None = None
+    model_folder: str | None, vae_decoder: torch.nn.Module, sem: Semantics | None = None, grow_mid: int = 0
 ) -> DiffusionDecoder:
     """Stage-3 decoder (realism + pixel decoder): a stage-3 decoder is trained on as it is; a
     stage-2 decoder gains zero-initialised R inputs and TAEF2's decoder weights. Given a
-    vocabulary `sem`, a decoder that reads no concepts gains a zero-initialised concept input
-    (so step 0 decodes as before)."""
+    vocabulary `sem`, a decoder that reads no concepts gains a zero-initialised concept input;
+    `grow_mid` > 0 appends that many denoiser blocks at h/2 that start as the identity (so step 0
+    decodes as before either way)."""
+    return grown(_stage3_generator(model_folder, vae_decoder, sem), grow_mid)
+
+
+def grown(dec: DiffusionDecoder, n: int) -> DiffusionDecoder:
+    """`dec` with n more denoiser blocks at h/2 (the larger generator), each appended after the
+    others with its output convolution at zero, so the grown decoder computes what `dec` did."""
+    if n <= 0:
+        return dec
+    mid = len(dec.denoiser.mid) + n
+    new = DiffusionDecoder(DiffusionConfig(**{**dec.cfg.as_dict(), "mid_blocks": mid}))
+    missing, unexpected = new.load_state_dict(dec.state_dict(), strict=False)
+    added = {f"denoiser.mid.{i}." for i in range(len(dec.denoiser.mid), mid)}
+    assert not unexpected and all(k.startswith(tuple(added)) for k in missing), missing
+    for blk in new.denoiser.mid[len(dec.denoiser.mid) :]:
+        out = blk.conv2
+        assert isinstance(out, nn.Conv2d)
+        zero_init(out)  # x + conv2(...) = x, and the skip of a same-width block is the identity
+    return new
+
+
+def _stage3_generator(
+    model_folder: str | None, vae_decoder: torch.nn.Module, sem: Semantics | None
+) -> DiffusionDecoder:
     loaded = load_decoder(str(load_model(model_folder).folder))
     if loaded is None:
         raise SystemExit("the model has no stage-2 decoder to start from")
@@ -376,7 +401,7 @@ def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
     dev = rank.device
     codec = load_model(args.model).codec.eval().requires_grad_(False).to(dev)
     vae_decoder = load_vae().decoder.eval().requires_grad_(False)
-    gen = build_generator(args.model, vae_decoder, args.sem).to(dev)
+    gen = build_generator(args.model, vae_decoder, args.sem, args.grow_mid).to(dev)
     vgg = LPIPS("vgg").to(dev)
     projected = args.critic_kind == "projected"
     disc = (ProjectedDiscriminator(vgg, bf16=args.bf16) if projected else PatchDiscriminator()).to(dev)
@@ -585,6 +610,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=0.0,
         help="also keep an exponential moving average of the generator's weights with this decay "
         "(e.g. 0.998; 0: none), validated beside them; `export --ema` ships it",
+    )
+    ap.add_argument(
+        "--grow-mid",
+        type=int,
+        default=0,
+        help="a larger generator: append this many denoiser blocks at half the latent resolution, "
+        "each starting as the identity (the decoder's config records the new count)",
     )
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--val-every", type=int, default=100)
