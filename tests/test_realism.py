@@ -412,3 +412,49 @@ def test_a_run_resumed_with_ema_averages_from_the_loaded_weights_and_exports_the
     assert loaded is not None
     for k, v in loaded[0].state_dict().items():
         torch.testing.assert_close(v.float(), ema[k].float(), rtol=1e-3, atol=1e-3)  # float16 storage
+
+
+def test_encoder_critic_judges_frozen_taef2_features():
+    """--critic-kind projected-vae: one patch map per TAEF2-encoder tap (1/2, 1/4, 1/8 scale); the
+    encoder is neither in the critic's weights nor moved, gradients reach the image; LPIPS-VGG taps
+    and a VGG16 critic's weights do not fit it."""
+    from ulic.evaluation.lpips import LPIPS
+    from ulic.train.discriminator import EncoderTaps
+    from ulic.vae.taef2 import make_encoder
+
+    torch.manual_seed(4)
+    enc = make_encoder().requires_grad_(False)
+    d = ProjectedDiscriminator(EncoderTaps(enc))
+    img, z = torch.rand(2, 3, 64, 64, requires_grad=True), torch.randn(2, 32, 8, 8)
+    logits = d(img, z)
+    assert [x.shape for x in logits] == [(2, 1, 16, 16), (2, 1, 8, 8), (2, 1, 4, 4)]
+    assert not d.reads_lpips_taps and not any(k.startswith(("_net", "encoder")) for k in d.state_dict())
+    g_hinge(logits).sum().backward()
+    assert img.grad is not None and float(img.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in enc.parameters())
+    with pytest.raises(ValueError, match="TAEF2"):
+        d(img, z, taps=[torch.zeros(1)] * 5)
+    with pytest.raises(RuntimeError):
+        d.load_state_dict(ProjectedDiscriminator(LPIPS("vgg")).state_dict())
+
+
+@needs_vae
+def test_stage3_training_with_the_encoder_critic_checkpoints_its_heads_only(tmp_path):
+    """A step and a resume with --critic-kind projected-vae; the checkpoint holds the heads only."""
+    from safetensors.torch import load_file
+
+    from ulic.train.train_realism import main
+
+    crops = tmp_path / "crops.safetensors"
+    tiny_crops(crops)
+    args = ["--crops", str(crops), "--run", str(tmp_path / "run"), "--val-every", "100", *TINY_RUN]
+    args += ["--critic-kind", "projected-vae", "--log-every", "1"]
+    assert main(args + ["--steps", "1"]) == 0
+    assert main(args + ["--steps", "2"]) == 0
+    saved = load_file(str(tmp_path / "run" / "checkpoint.safetensors"))
+    heads = ("disc.heads.", "disc.judges.", "disc.cond.", "disc.tap_scale")
+    assert all(k.startswith(heads) for k in saved if k.startswith("disc."))
+    assert saved["disc.heads.0.0.parametrizations.weight.original"].shape[1] == 64  # TAEF2's channels
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    losses = [json.loads(line)["loss_d"] for line in lines if "loss_d" in json.loads(line)]
+    assert len(losses) == 2 and all(map(math.isfinite, losses))

@@ -16,10 +16,12 @@ of pixels, which needs far less data and fewer steps to become useful:
     per tap: / its scale --1x1: PROJ--> cat(cond(z_c) at the tap's size) --4x4 s2: 2 PROJ--> 3x3: 1
       logits per tap (B, 1, ~h/2, ~w/2); the hinge losses average the taps
 Only the heads learn; the feature network is borrowed (the LPIPS-VGG module of the loss) and is
-not part of the critic's weights. In training the critic reads the taps the perceptual loss has
-just computed (`LPIPS.compare`), so it costs the heads alone, not another VGG16 pass. Each tap's
-scale is set once from the first batch it sees (the RMS of its features), so the heads start on
-inputs of unit size.
+not part of the critic's weights. The same heads can judge the frozen TAEF2 encoder's features
+instead (`EncoderTaps`: 64 channels after its blocks at 1/2, 1/4 and 1/8 scale), a network that
+is neither in the perceptual loss nor an evaluation network. In training a VGG16 critic reads the
+taps the perceptual loss has just computed (`LPIPS.compare`), so it costs the heads alone, not
+another VGG16 pass. Each tap's scale is set once from the first batch it sees (the RMS of its
+features), so the heads start on inputs of unit size.
 """
 
 from __future__ import annotations
@@ -65,21 +67,43 @@ class PatchDiscriminator(nn.Module):
         return self.body(x)  # (B, 1, ~H/8, ~W/8)
 
 
+class EncoderTaps:
+    """The frozen TAEF2 encoder's features after its blocks at 1/2, 1/4 and 1/8 scale:
+    image (B, 3, H, W) in [0, 1] -> [(B, 64, H/2, W/2), (B, 64, H/4, W/4), (B, 64, H/8, W/8)]."""
+
+    ENDS = (6, 10, 14)  # encoder[:6] ends after the blocks at 1/2, [6:10] at 1/4, [10:14] at 1/8
+    channels = (64, 64, 64)
+
+    def __init__(self, encoder: nn.Sequential):
+        self.encoder = encoder
+
+    def __call__(self, image: torch.Tensor) -> list[torch.Tensor]:
+        taps, h, start = [], image, 0
+        for end in self.ENDS:
+            h = self.encoder[start:end](h)
+            taps.append(h)
+            start = end
+        return taps
+
+
 class ProjectedDiscriminator(nn.Module):
-    """A critic on frozen VGG16 features (the taps PROJECTED_TAPS of `vgg`), conditioned on z_c."""
+    """A critic on frozen features, conditioned on z_c: the taps PROJECTED_TAPS of the LPIPS-VGG
+    network `net`, or the TAEF2 encoder's (`net` an `EncoderTaps`)."""
 
     tap_scale: torch.Tensor
 
-    def __init__(self, vgg: LPIPS, cond: int = COND, proj: int = PROJ, bf16: bool = False):
+    def __init__(self, net: LPIPS | EncoderTaps, cond: int = COND, proj: int = PROJ, bf16: bool = False):
         super().__init__()
-        self._vgg = (vgg,)  # borrowed and frozen: not a submodule, so not in the critic's weights
+        self._net = (net,)  # borrowed and frozen: not a submodule, so not in the critic's weights
+        self.reads_lpips_taps = isinstance(net, LPIPS)  # training hands it the loss's VGG16 taps
+        channels = tuple(TAP_CHANNELS[t] for t in PROJECTED_TAPS) if isinstance(net, LPIPS) else net.channels
         self.bf16 = bf16
         self.cond = spectral_norm(nn.Conv2d(LATENT_CHANNELS, cond, 3, padding=1))
         self.heads = nn.ModuleList()
-        for tap in PROJECTED_TAPS:
+        for n in channels:
             self.heads.append(
                 nn.Sequential(
-                    spectral_norm(nn.Conv2d(TAP_CHANNELS[tap], proj, 1)),
+                    spectral_norm(nn.Conv2d(n, proj, 1)),
                     nn.LeakyReLU(0.2),
                 )
             )
@@ -89,9 +113,9 @@ class ProjectedDiscriminator(nn.Module):
                 nn.LeakyReLU(0.2),
                 spectral_norm(nn.Conv2d(2 * proj, 1, 3, padding=1)),
             )
-            for _ in PROJECTED_TAPS
+            for _ in channels
         )
-        self.register_buffer("tap_scale", torch.zeros(len(PROJECTED_TAPS)))  # 0: not yet set
+        self.register_buffer("tap_scale", torch.zeros(len(channels)))  # 0: not yet set
         self._scale_checked = False
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
@@ -106,18 +130,22 @@ class ProjectedDiscriminator(nn.Module):
         taps: list[torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
         """Patch logits per tap. `taps`: the image's five LPIPS-VGG taps when the caller has them
-        already (`LPIPS.compare`; the network is then not run). `shift` moves the image against
-        the feature network's pooling grid (edge pixels repeated; only when the taps are not given);
-        the condition stays (a few pixels at 1/2 to 1/8 scale)."""
+        already (`LPIPS.compare`; the network is then not run; VGG16 critics only). `shift` moves
+        the image against the feature network's pooling grid (edge pixels repeated; only when the
+        taps are not given); the condition stays (a few pixels at 1/2 to 1/8 scale)."""
         dy, dx = shift
         if taps is None:
             if dy or dx:
                 image = F.pad(image, (dx, 0, dy, 0), mode="replicate")[..., : image.shape[2], : image.shape[3]]
             with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                taps = self._vgg[0].features(image, max(PROJECTED_TAPS) + 1)
+                feats = self._features(image)
         elif dy or dx:
             raise ValueError("a shift moves the image, not taps computed from it")
-        feats = [taps[t].float() for t in PROJECTED_TAPS]
+        elif not self.reads_lpips_taps:
+            raise ValueError("this critic reads the TAEF2 encoder's features, not LPIPS-VGG taps")
+        else:
+            feats = [taps[t] for t in PROJECTED_TAPS]
+        feats = [f.float() for f in feats]
         if not self._scale_checked:  # read the buffer once (a loaded one is kept), not every step
             if not bool((self.tap_scale > 0).all()):
                 with torch.no_grad():
@@ -130,6 +158,13 @@ class ProjectedDiscriminator(nn.Module):
             ch = F.interpolate(c, size=h.shape[2:], mode="nearest")
             out.append(judge(torch.cat([h, ch], 1)))  # (B, 1, ~h/2, ~w/2)
         return out
+
+    def _features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        net = self._net[0]
+        if isinstance(net, LPIPS):
+            taps = net.features(image, max(PROJECTED_TAPS) + 1)
+            return [taps[t] for t in PROJECTED_TAPS]
+        return net(image)
 
 
 def halves(logits: Logits, n: int) -> tuple[Logits, Logits]:

@@ -10,8 +10,8 @@ Per step (one quality byte per batch, the realism R ~ U[0, 1] per sample):
           + w_anchor * MSE(frozen TAEF2 decoder(latent), crop)      the latent stays on TAEF2's manifold
           + w_grid * lattice(image - crop)              the error's 8-px pattern (grid8's counterpart)
     L_D = hinge(D(crop, z_c), D(image, z_c))     D sees both at one random shift of 0..d_shift px
-D (`--critic-kind`): a patch critic on pixels, or a projected one on frozen VGG16 features
-(`ulic.train.discriminator`); either way conditioned on z_c.
+D (`--critic-kind`): a patch critic on pixels, or a projected one on frozen VGG16 features or on
+the frozen TAEF2 encoder's (`ulic.train.discriminator`); either way conditioned on z_c.
 
 The anchor term keeps the denoised latent decodable by the frozen TAEF2 decoder (a latent off its
 manifold shows as a block grid there and as stripes in the fine-tuned decoder); the random
@@ -31,7 +31,8 @@ through a learned embedding added to its first features (zero at start); a share
 `--concept-drop` of the samples gets the id meaning "none", as a file without SRC.
 
 Networks inside the loss: VGG16 (LPIPS-VGG, and the projected critic's features; DISTS uses the
-same backbone). Not inside:
+same backbone); with `--critic-kind projected-vae` the critic reads the frozen TAEF2 encoder
+instead, which no metric uses. Not inside:
 AlexNet (LPIPS-Alex, the headline metric) and Inception (FID), which are only reported.
 Validation (every `--val-every` steps, held-out crops, R = 0 and 1): PSNR, LPIPS-Alex, LPIPS-VGG.
 """
@@ -68,7 +69,14 @@ from ulic.train.common import (
     save_checkpoint,
     update_averages,
 )
-from ulic.train.discriminator import PatchDiscriminator, ProjectedDiscriminator, d_hinge, g_hinge, halves
+from ulic.train.discriminator import (
+    EncoderTaps,
+    PatchDiscriminator,
+    ProjectedDiscriminator,
+    d_hinge,
+    g_hinge,
+    halves,
+)
 from ulic.vae.taef2 import decode_pixels
 
 # --train: which parts of the decoding path learn (the ablation of trainable parts); the rest
@@ -203,11 +211,17 @@ def sampled_inputs(parts: dict, lat: torch.Tensor, concepts: torch.Tensor | None
 
 
 def critic_shift(parts: dict, args: argparse.Namespace) -> tuple[int, int]:
-    """The random shift of the patch critic's inputs; none for a projected critic (it reads taps)."""
+    """The random shift of the patch critic's inputs; none for a projected critic (VGG16's reads
+    the loss's taps, TAEF2's runs unshifted like it)."""
     if isinstance(parts["disc"], ProjectedDiscriminator):
         return (0, 0)
     dy, dx = (int(v) for v in torch.randint(0, args.d_shift + 1, (2,)))
     return dy, dx
+
+
+def reads_taps(disc: nn.Module) -> bool:
+    """Whether the critic judges the LPIPS-VGG taps the perceptual term has just computed."""
+    return isinstance(disc, ProjectedDiscriminator) and disc.reads_lpips_taps
 
 
 def both_taps(taps_real: list, taps_fake: list) -> dict:
@@ -227,7 +241,7 @@ def generator_step(
         lpv, taps_fake, taps_real = parts["lpips"].compare(img.clamp(0, 1), target)
     lpv = lpv.float()
     beta = gan_weight(step, args)
-    projected = isinstance(parts["disc"], ProjectedDiscriminator)  # it reads the loss's VGG16 taps
+    projected = reads_taps(parts["disc"])  # it reads the loss's VGG16 taps
     shift = critic_shift(parts, args)
     seen = {"taps": taps_fake} if projected else {}
     disc = parts["disc"].requires_grad_(False)  # the bare module: no critic update in this pass
@@ -267,7 +281,7 @@ def critic_inputs(parts: dict, target: torch.Tensor, lat: torch.Tensor, concepts
     with torch.no_grad():
         img, _ = parts["path"](z_c, q_byte, torch.randn_like(z_c), r, concepts)
         shift = critic_shift(parts, args)
-        if not isinstance(parts["disc"], ProjectedDiscriminator):
+        if not reads_taps(parts["disc"]):
             return img, z_c, shift, {}
         with torch.autocast(img.device.type, dtype=torch.bfloat16, enabled=args.bf16):
             _, taps_fake, taps_real = parts["lpips"].compare(img.clamp(0, 1), target)
@@ -400,11 +414,17 @@ def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
 
     dev = rank.device
     codec = load_model(args.model).codec.eval().requires_grad_(False).to(dev)
-    vae_decoder = load_vae().decoder.eval().requires_grad_(False)
+    vae = load_vae()
+    vae_decoder = vae.decoder.eval().requires_grad_(False)
     gen = build_generator(args.model, vae_decoder, args.sem, args.grow_mid).to(dev)
     vgg = LPIPS("vgg").to(dev)
-    projected = args.critic_kind == "projected"
-    disc = (ProjectedDiscriminator(vgg, bf16=args.bf16) if projected else PatchDiscriminator()).to(dev)
+    disc: nn.Module = PatchDiscriminator()
+    if args.critic_kind == "projected":
+        disc = ProjectedDiscriminator(vgg, bf16=args.bf16)
+    elif args.critic_kind == "projected-vae":
+        encoder = vae.encoder.eval().requires_grad_(False).to(dev)
+        disc = ProjectedDiscriminator(EncoderTaps(encoder), bf16=args.bf16)
+    disc = disc.to(dev)
     opt_g, opt_d = optimisers(gen, disc, args)
     ema = {"ema": copy.deepcopy(gen).requires_grad_(False)} if args.ema > 0 else {}
     return {
@@ -545,10 +565,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--critic-kind",
-        choices=("patch", "projected"),
+        choices=("patch", "projected", "projected-vae"),
         default="patch",
         help="patch: a pixel patch critic conditioned on z_c; projected: heads on frozen VGG16 "
-        "features (relu2_2..relu4_3, the loss's LPIPS network) conditioned on z_c",
+        "features (relu2_2..relu4_3, the loss's LPIPS network) conditioned on z_c; projected-vae: "
+        "the same heads on the frozen TAEF2 encoder's features at 1/2, 1/4 and 1/8 scale (a network "
+        "in neither the perceptual loss nor the evaluation)",
     )
     ap.add_argument(
         "--d-shift", type=int, default=0, help="random shift (px) of D's inputs, both real and fake (patch critic)"
