@@ -144,7 +144,7 @@ class ProjectedDiscriminator(nn.Module):
         elif not self.reads_lpips_taps:
             raise ValueError("this critic reads the TAEF2 encoder's features, not LPIPS-VGG taps")
         else:
-            feats = [taps[t] for t in PROJECTED_TAPS]
+            feats = _projected(taps)
         feats = [f.float() for f in feats]
         if not self._scale_checked:  # read the buffer once (a loaded one is kept), not every step
             if not bool((self.tap_scale > 0).all()):
@@ -161,10 +161,12 @@ class ProjectedDiscriminator(nn.Module):
 
     def _features(self, image: torch.Tensor) -> list[torch.Tensor]:
         net = self._net[0]
-        if isinstance(net, LPIPS):
-            taps = net.features(image, max(PROJECTED_TAPS) + 1)
-            return [taps[t] for t in PROJECTED_TAPS]
-        return net(image)
+        return _projected(net.features(image, max(PROJECTED_TAPS) + 1)) if isinstance(net, LPIPS) else net(image)
+
+
+def _projected(vgg_taps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The PROJECTED_TAPS of LPIPS-VGG's five."""
+    return [vgg_taps[t] for t in PROJECTED_TAPS]
 
 
 def halves(logits: Logits, n: int) -> tuple[Logits, Logits]:

@@ -418,12 +418,14 @@ def build(args: argparse.Namespace, rank: distributed.Rank) -> dict:
     vae_decoder = vae.decoder.eval().requires_grad_(False)
     gen = build_generator(args.model, vae_decoder, args.sem, args.grow_mid).to(dev)
     vgg = LPIPS("vgg").to(dev)
-    disc: nn.Module = PatchDiscriminator()
+    disc: nn.Module
     if args.critic_kind == "projected":
         disc = ProjectedDiscriminator(vgg, bf16=args.bf16)
     elif args.critic_kind == "projected-vae":
         encoder = vae.encoder.eval().requires_grad_(False).to(dev)
         disc = ProjectedDiscriminator(EncoderTaps(encoder), bf16=args.bf16)
+    else:  # built only when chosen: the critics' random draws stay as before for the other kinds
+        disc = PatchDiscriminator()
     disc = disc.to(dev)
     opt_g, opt_d = optimisers(gen, disc, args)
     ema = {"ema": copy.deepcopy(gen).requires_grad_(False)} if args.ema > 0 else {}
