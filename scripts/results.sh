@@ -75,6 +75,9 @@ other() {  # stage-1 table, TAEF2 ceiling, speed, large images, decode times, ou
     $BIN/ulic eval --data cache/outside --out results/outside --codec ulic --name s3-r1-e1 --decoder diffusion \
         --steps 4 --realism 1 --settings 30 40 50 60 --effort 1
     $BIN/ulic eval --out results/outside --compare s3-r1 s3-r1-e1
+    $BIN/ulic eval --data cache/outside --out results/outside --codec ulic --name s3-r1-e3 --decoder diffusion \
+        --steps 4 --realism 1 --settings 30 40 50 --effort 3 --metrics psnr,ms_ssim,lpips_alex,dists,grid8
+    $BIN/ulic eval --out results/outside --compare s3-r1 s3-r1-e3
 }
 
 fid() {  # results/kodak/fid64/: FID/64 at 0.02/0.03/0.05 bpp on the first 6 images, HEVC hull points vs ulic, plain and --effort 1; on all 24 with AVIF too (~165 min)
@@ -112,12 +115,16 @@ fid() {  # results/kodak/fid64/: FID/64 at 0.02/0.03/0.05 bpp on the first 6 ima
     done
 }
 
-semantics() {  # results/kodak/ulic-pfo-e{1,2}* (--effort, and e1 with --src), src_bytes.json, results/bench/effort.json (~55 min)
+semantics() {  # results/kodak/ulic-pfo-e{1,2,3}* (--effort, and e1 with --src), src_bytes.json, results/bench/effort.json (~105 min)
     for e in 1 2; do
         $BIN/ulic eval --data "$K" --codec ulic --name ulic-pfo-e$e --decoder diffusion --steps 4 \
             --settings 40 50 60 --effort $e
         $BIN/ulic eval --compare ulic-realism ulic-pfo-e$e
     done
+    # effort 3 (the pixel objective, about a minute per image): the two settings around 0.03 bpp
+    $BIN/ulic eval --data "$K" --codec ulic --name ulic-pfo-e3 --decoder diffusion --steps 4 \
+        --settings 50 60 --effort 3 --metrics psnr,ms_ssim,lpips_alex,dists
+    $BIN/ulic eval --compare ulic-realism ulic-pfo-e3
     # Pfo over the SRC ids too (a decoder that reads them): against the same files without Pfo
     $BIN/ulic eval --data "$K" --codec ulic --name ulic-pfo-e1-src --decoder diffusion --steps 4 \
         --settings 40 50 60 --effort 1 --src

@@ -65,6 +65,50 @@ def test_windowed_objective_scores_every_position():
     assert grad is not None and bool((grad.abs().sum(1) > 0).all())
 
 
+def _mean_abs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A stand-in perceptual distance (N,): cheap, offline, with a gradient."""
+    return (a - b).abs().mean((1, 2, 3))
+
+
+def test_pixel_objective_is_mse_plus_perceptual_through_the_whole_path(monkeypatch):
+    """Effort 3: one window gives MSE + weight x perceptual of the decoded image (DRM, the CDM
+    steps, the pixel decoder at R) against the image, and its gradient; the decoder's weights get
+    none. The image is 44 x 70 px (a partial last latent row and column)."""
+    monkeypatch.setattr(pfo, "native_bf16", lambda: False)  # float32 on every CPU: exact comparison
+    dec = _decoder(5)
+    z_c, image = torch.randn(1, 32, 6, 9), torch.rand(1, 3, 44, 70)
+    value, grad = pfo.pixel_path_loss(dec, image, 100, 1.0, 2, _mean_abs, weight=0.5)(z_c, 7, True)
+    assert not any(p.grad is not None for p in dec.parameters())
+    leaf = z_c.clone().requires_grad_(True)
+    eps = torch.randn(z_c.shape, generator=torch.Generator().manual_seed(7))
+    r = torch.ones(1)
+    img = dec.pixel(sample(dec, leaf, 100, 2, eps, r), r)[:, :, :44, :70]
+    want = (img - image).pow(2).mean() + 0.5 * _mean_abs(img.clamp(0, 1), image).mean()
+    want.backward()
+    assert value == pytest.approx(want.item(), rel=1e-5)
+    torch.testing.assert_close(grad, leaf.grad, rtol=1e-4, atol=1e-7)
+    again = pfo.pixel_path_loss(dec, image, 100, 1.0, 2, _mean_abs, weight=0.5)(z_c, 7, False)
+    assert again == (pytest.approx(value, rel=1e-6), None)
+
+
+def test_windowed_pixel_objective_weighs_windows_by_their_pixels(monkeypatch):
+    """Windows of 4 on a 10 x 10 latent of a 76 x 80 image: near the one-pass value (only the
+    context cut at window borders differs), and every position gets a gradient."""
+    monkeypatch.setattr(pfo, "native_bf16", lambda: False)
+    dec = _decoder(6)
+    z_c, image = torch.randn(1, 32, 10, 10), torch.rand(1, 3, 76, 80)
+    whole, _ = pfo.pixel_path_loss(dec, image, 100, 1.0, 1, _mean_abs)(z_c, 0, False)
+    value, grad = pfo.pixel_path_loss(dec, image, 100, 1.0, 1, _mean_abs, window=4)(z_c, 0, True)
+    assert value == pytest.approx(whole, rel=0.05)
+    assert grad is not None and bool((grad.abs().sum(1) > 0).all())
+
+
+def test_pixel_objective_needs_a_pixel_decoder():
+    dec = DiffusionDecoder(dataclasses.replace(TINY_R, pixel_decoder=False))
+    with pytest.raises(ValueError, match="pixel decoder"):
+        pfo.pixel_path_loss(dec, torch.rand(1, 3, 16, 16), 100, 1.0, 1, _mean_abs)
+
+
 def test_tuning_never_returns_a_costlier_pair(tiny_codec):
     """tune_latents keeps the lowest loss seen: the result's loss is not above the start's (each
     step scores under its own sampler noise, hence the tolerance)."""
@@ -118,6 +162,34 @@ def test_effort_writes_ordinary_files(tiny_model_with_realism, photo):
     assert abs(len(target.data) - len(plain.data)) <= 0.03 * len(plain.data) + 3  # the rate search reruns
 
 
+@needs_vae
+def test_pixel_effort_writes_ordinary_files(tiny_model_with_realism, photo):
+    """Effort 3 (LPIPS-VGG through the whole decoding path): deterministic, decodable, and it
+    meets a byte limit through the rate search on the tuned latents."""
+    m = tiny_model_with_realism
+    img = photo[:64, :96].copy()
+    plain = api.encode(img, quality=40, model=m)
+    tuned = api.encode(img, quality=40, model=m, effort=3)
+    assert tuned.data == api.encode(img, quality=40, model=m, effort=3).data
+    assert api.decode(tuned.data, model=m).image.shape == (1, 3, 64, 96)
+    limit = api.encode(img, max_bytes=len(plain.data), model=m, effort=3)
+    assert len(limit.data) <= len(plain.data)
+
+
+def test_pixel_effort_needs_a_pixel_decoder(tmp_path, photo):
+    """A stage-2 decoder (no pixel decoder of its own) gets a one-line error before any work."""
+    from conftest import make_tiny_codec
+
+    from ulic.model_store import load_model, save_decoder, save_model
+
+    save_model(make_tiny_codec(), tmp_path, "tiny-test")
+    stage2 = DiffusionDecoder(dataclasses.replace(TINY_R, pixel_decoder=False)).eval()
+    save_decoder(stage2, tmp_path, {"default_decoder": "diffusion", "default_steps": 2, "default_realism": 1.0})
+    m = load_model(str(tmp_path))
+    with pytest.raises(UlicError, match="effort 3 needs a decoder with its own pixel decoder"):
+        api.encode(photo[:64, :64].copy(), quality=40, model=m, effort=3)
+
+
 def test_effort_options_are_checked_before_work(tiny_model):
     for bad in (-1, MAX_EFFORT + 1, 1.5, True, "2"):
         with pytest.raises(UlicError, match="effort must be"):
@@ -143,8 +215,12 @@ def test_cli_rejects_a_bad_effort_in_one_line(cli, tmp_path):
 
 
 def test_effort_levels_grow():
-    steps = [pfo.EFFORTS[e].steps for e in range(1, MAX_EFFORT + 1)]
-    assert steps == sorted(steps) and len(set(steps)) == MAX_EFFORT
+    """Each level costs more than the one below: more steps, or the same steps of the pixel
+    objective (the top level only)."""
+    levels = [pfo.EFFORTS[e] for e in range(1, MAX_EFFORT + 1)]
+    cost = [(e.pixel, e.steps) for e in levels]
+    assert cost == sorted(cost) and len(set(cost)) == MAX_EFFORT
+    assert [e.pixel for e in levels] == [False] * (MAX_EFFORT - 1) + [True]
     assert dataclasses.is_dataclass(pfo.EFFORTS[1])
 
 

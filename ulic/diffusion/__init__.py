@@ -6,4 +6,4 @@ reconstruction module (DRM), in the TAEF2 latent space."""
 DECODERS = ("mse", "fast", "diffusion")
 
 # The perceptual fidelity optimiser's levels (`ulic compress --effort`, `ulic.diffusion.pfo`): 0 is off.
-MAX_EFFORT = 2
+MAX_EFFORT = 3
