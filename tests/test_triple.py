@@ -144,3 +144,26 @@ def test_dense_features_by_tiles_equal_one_pass():
     tiled = dense_features(image)
     assert tiled.shape == (1, DENSE_DIM, image.shape[2] // 8, image.shape[3] // 8)
     torch.testing.assert_close(tiled, _dense(image, False), atol=1e-3, rtol=1e-3)
+
+
+@needs_vae
+@needs_lpips
+def test_encoder_training_through_the_decoding_path(tmp_path):
+    """`--target path`: the plain arm trains against the shipped folder's whole default decoding
+    path, logs LPIPS-VGG (in the loss) and LPIPS-Alex (not) and leaves the decoder untouched."""
+    from ulic.model_store import load_decoder
+    from ulic.train.common import checkpoint_meta
+    from ulic.train.train_encoder import main
+
+    crops = tmp_path / "crops.safetensors"
+    tiny_crops(crops, vocabulary=None)
+    run = tmp_path / "run"
+    dec, _ = load_decoder(str(load_model().folder))
+    before = {k: v.clone() for k, v in dec.state_dict().items()}
+    args = ["--crops", str(crops), "--run", str(run), "--batch", "2", "--bf16", "off", "--arm", "plain"]
+    assert main(args + ["--target", "path", "--steps", "2", "--ckpt-every", "1", "--w-latent", "0"]) == 0
+    meta = checkpoint_meta(run / "checkpoint.safetensors")
+    assert meta["step"] == 2 and meta["target"] == "path" and meta["path_steps"] == 4 and meta["realism"] == 1.0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert {"val_q0.5_lpips_alex", "val_q0.5_lpips_vgg", "val_q0.5_bpp"} <= set(log[0])
+    assert all(torch.equal(v, dec.state_dict()[k]) for k, v in before.items())  # the decoder is frozen

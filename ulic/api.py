@@ -233,7 +233,7 @@ def _pfo_decoder(model: LoadedModel, effort: int) -> _PfoDecoder:
     if loaded is None:
         raise UlicError("effort needs a model with a diffusion decoder (decoder.json is missing)")
     dec, cfg = loaded
-    _, steps, realism = _decoding(dec, cfg)  # what a plain decode of the file will run
+    _, steps, realism = decode_settings(dec, cfg)  # what a plain decode of the file will run
     if not EFFORTS[effort].pixel:
         return _PfoDecoder(dec, realism, steps)
     if dec.pixel is None:
@@ -424,7 +424,7 @@ def check_decode_options(decoder: str | None = None, steps: int | None = None, r
         raise UlicError(f"realism must be a number between 0 and 1, got {realism!r}")
 
 
-def _decoding(
+def decode_settings(
     dec: Any, cfg: dict, decoder: str | None = None, steps: int | None = None, realism: float | None = None
 ) -> tuple[str, int, float | None]:
     """(decoder, CDM steps, realism) a decode with these options runs: each option given or the
@@ -467,7 +467,7 @@ def _run_decoder(
         return z_c, "fast", 0, None
     dec, cfg = loaded
     dec = on_device(dec, z_c.device)
-    decoder, k, r = _decoding(dec, cfg, decoder, steps, realism)
+    decoder, k, r = decode_settings(dec, cfg, decoder, steps, realism)
     cmap = _concept_maps(dec.cfg, concepts, z_c.shape[2:]) if dec.cfg.concepts and concepts else None
     latent = refine(dec, z_c, q_byte, k, seeds, r, timer, cmap.to(z_c.device) if cmap is not None else None)
     pixel = dec.pixel.with_realism(r if r is not None else 0.0) if dec.pixel is not None else None

@@ -159,10 +159,21 @@ def pixel_path_loss(
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             img = pixel(sample(dec, leaf, q_byte, steps, eps, r), r)  # (1, 3, 8 leaf height, 8 leaf width)
             img = img[:, :, p0 - S * a0 : p1 - S * a0, c0 - S * b0 : c1 - S * b0].float()
-            dist = (img - ref).pow(2).mean() + weight * perceptual(img.clamp(0, 1), ref).mean()
-        return dist.float() * (ref.shape[2] * ref.shape[3] / (h * w))
+            dist = path_distortion(img, ref, perceptual, weight)
+        return dist.float()[0] * (ref.shape[2] * ref.shape[3] / (h * w))
 
     return windowed(score, window)
+
+
+def path_distortion(
+    img: torch.Tensor,
+    ref: torch.Tensor,
+    perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    weight: float = W_PERCEPTUAL,
+) -> torch.Tensor:
+    """Effort 3's distortion per image (B,): MSE + weight x perceptual(img clamped to [0, 1], ref),
+    img and ref (B, 3, H, W); also what `ulic.train.train_encoder --target path` trains on."""
+    return (img - ref).pow(2).mean((1, 2, 3)) + weight * perceptual(img.clamp(0, 1), ref)
 
 
 # -- concept ids (SRC) ---------------------------------------------------------------------------

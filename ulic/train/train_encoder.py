@@ -1,6 +1,6 @@
 """Train the triple encoder (`ulic.codec.triple`) against a frozen codec, on pixel crops.
 
-Per step (q ~ U[0, 1] per sample):
+Per step (`--target taef2`, q ~ U[0, 1] per sample):
 
     y, z = E(x, image)                  the encoder arm (triple, semantic, pixel or plain)
     L    = bpp(y, z) + lambda(q) * (MSE(TAEF2_dec(z_c), image) + w_latent * MSE(z_c, x))
@@ -12,6 +12,17 @@ plain` trains copies of the codec's g_a and h_a alone under the same loss: the b
 separates what the extra inputs bring from what fine-tuning brings. Step 0 of every arm is the
 shipped analysis (the new branches start at zero). Validation on the held-out crops at q 0.25,
 0.5, 0.75 (fixed noise) goes to `<run>/log.jsonl`; checkpoints resume.
+
+With `--target path` (one q byte per step, as the sampler takes one) the distortion is the one
+`--effort 3` tunes single files for (`ulic.diffusion.pfo.path_distortion`): MSE + w_perceptual x
+LPIPS-VGG of the image the model folder's whole default decoding path makes (DRM, its default
+CDM steps with fresh noise, the stage-3 pixel decoder at its default R), all of it frozen:
+
+    L    = bpp(y, z) + lambda(q) * (MSE(x_dec, image) + w_perceptual * LPIPS-VGG(x_dec, image)
+                                    + w_latent * MSE(z_c, x))
+
+An encoder trained so is Pfo amortised: the plain encoder's speed, aimed at the decoder the files
+will meet. VGG16 is then in the loss (DISTS shares its backbone); AlexNet and Inception are not.
 """
 
 from __future__ import annotations
@@ -23,9 +34,14 @@ from pathlib import Path
 
 import torch
 
-from ulic.codec.model import LatentCodec, lmbda_of
+from ulic.api import decode_settings
+from ulic.codec.model import Q_STEPS, LatentCodec, lmbda_of
 from ulic.codec.triple import TripleAnalysis, TripleConfig
-from ulic.model_store import load_model
+from ulic.diffusion.decode import sample
+from ulic.diffusion.networks import DiffusionDecoder
+from ulic.diffusion.pfo import W_PERCEPTUAL, path_distortion
+from ulic.evaluation.lpips import lpips_model
+from ulic.model_store import load_decoder, load_model
 from ulic.runtime import channels_last, native_bf16, tune_allocator
 from ulic.semantics.encoder import dense_features
 from ulic.train import common, distributed
@@ -42,6 +58,23 @@ VAL_Q = (0.25, 0.5, 0.75)
 LOG_EVERY = 10
 
 
+class DecodingPath(torch.nn.Module):
+    """The frozen default decoding path of a stage-3 decoder: z_c (B, 32, h, w) at one q byte,
+    start noise eps (B, 32, h, w) -> image (B, 3, 8h, 8w), unclamped."""
+
+    def __init__(self, dec: DiffusionDecoder, steps: int, realism: float | None):
+        super().__init__()
+        if dec.pixel is None:
+            raise SystemExit("--target path needs a decoder with its own pixel decoder (stage 3)")
+        self.dec, self.steps = dec.eval().requires_grad_(False), steps
+        self.realism = 0.0 if realism is None else realism
+
+    def forward(self, z_c: torch.Tensor, q_byte: int, eps: torch.Tensor) -> torch.Tensor:
+        r = torch.full((len(z_c),), self.realism)
+        assert self.dec.pixel is not None
+        return self.dec.pixel(sample(self.dec, z_c, q_byte, self.steps, eps, r), r)
+
+
 def rd_terms(
     enc: TripleAnalysis,
     codec: LatentCodec,
@@ -49,31 +82,60 @@ def rd_terms(
     image: torch.Tensor,
     x: torch.Tensor,
     q: torch.Tensor,
-    w_latent: float,
+    args: argparse.Namespace,
     bf16: bool,
-) -> dict[str, torch.Tensor]:
-    """image (B, 3, H, W) in [0, 1], x (B, 32, H/8, W/8), q (B,) -> loss and its parts (means)."""
+    eps: torch.Tensor | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """image (B, 3, H, W) in [0, 1], x (B, 32, H/8, W/8), q (B,) (one value for `--target path`)
+    -> (loss and its parts (means), the decoded image (B, 3, H, W), detached). decoder: the TAEF2
+    decoder, or a `DecodingPath` (eps: its start noise, drawn when None)."""
     y, z = enc(x, image, bf16)
     out = codec.forward_latents(y, z, q)
     bpp = out["bits"] / (image.shape[2] * image.shape[3])
-    pix = (decode_pixels(decoder, out["z_c"], bf16) - image).pow(2).flatten(1).mean(1)
+    parts = {}
+    if isinstance(decoder, DecodingPath):
+        q_byte = round(float(q[0]) * Q_STEPS)
+        eps = torch.randn_like(out["z_c"]) if eps is None else eps
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            img = decoder(out["z_c"], q_byte, eps).float()
+            dist = path_distortion(img, image, lpips_model("vgg"), args.w_perceptual).float()
+        pix = (img.detach() - image).pow(2).flatten(1).mean(1)
+        parts["lpips_vgg"] = ((dist.detach() - pix) / args.w_perceptual).mean() if args.w_perceptual else pix.mean() * 0
+    else:
+        img = decode_pixels(decoder, out["z_c"], bf16)
+        pix = (img - image).pow(2).flatten(1).mean(1)
+        dist = pix
     lat = (out["z_c"] - x).pow(2).flatten(1).mean(1)
-    loss = bpp + lmbda_of(q, codec.cfg) * (pix + w_latent * lat)
+    loss = bpp + lmbda_of(q, codec.cfg) * (dist + args.w_latent * lat)
     psnr = -10 * torch.log10(pix.detach().clamp_min(1e-10))
-    return {"loss": loss.mean(), "bpp": bpp.mean(), "psnr": psnr.mean(), "latent_mse": lat.mean()}
+    terms = {"loss": loss.mean(), "bpp": bpp.mean(), "psnr": psnr.mean(), "latent_mse": lat.mean(), **parts}
+    return terms, img.detach()
+
+
+def draw_q(n: int, target: str) -> torch.Tensor:
+    """q per sample: U[0, 1] each (taef2), or one q byte for the batch (path: the sampler's
+    rate-matched timestep is per batch)."""
+    if target == "path":
+        return torch.full((n,), int(torch.randint(0, Q_STEPS + 1, (1,))) / Q_STEPS)
+    return torch.rand(n)
 
 
 @torch.no_grad()
 def validate(parts: dict, crops: common.PixelCrops, args: argparse.Namespace) -> dict[str, float]:
-    """bpp (model estimate, fixed noise), PSNR and loss on the held-out crops at each VAL_Q."""
+    """bpp (model estimate, fixed noise), PSNR and loss on the held-out crops at each VAL_Q (and,
+    for `--target path`, LPIPS-VGG, which is in the loss, and LPIPS-Alex, which is not)."""
     image, x = crops.val_pixels.float() / 255, crops.val_latents.float()
     res = {}
     for qv in VAL_Q:
         torch.manual_seed(0)
-        r = rd_terms(
-            parts["enc"], parts["codec"], parts["decoder"], image, x, torch.full((len(x),), qv), args.w_latent, False
-        )
+        q, eps = torch.full((len(x),), qv), None
+        if args.target == "path":  # one whole q byte, fixed start noise
+            q = torch.full((len(x),), round(qv * Q_STEPS) / Q_STEPS)
+            eps = torch.randn((len(x), *x.shape[1:]), generator=torch.Generator().manual_seed(0))
+        r, img = rd_terms(parts["enc"], parts["codec"], parts["decoder"], image, x, q, args, False, eps)
         res.update({f"val_q{qv:g}_{k}": float(v) for k, v in r.items() if k != "latent_mse"})
+        if args.target == "path":
+            res[f"val_q{qv:g}_lpips_alex"] = float(lpips_model("alex")(img.clamp(0, 1), image).mean())
     return res
 
 
@@ -101,9 +163,19 @@ def build(args: argparse.Namespace) -> dict:
         print(f"resumed at step {meta['step']}", flush=True)
     if enc.p_s is not None:  # build VGG16 now: its construction draws random numbers, which
         dense_features(torch.zeros(1, 3, 16, 16))  # would shift the seeded validation noise
-    decoder = load_vae().decoder
-    if args.bf16:
-        decoder = channels_last(decoder)
+    decoder: torch.nn.Module
+    if args.target == "path":
+        loaded = load_decoder(str(model.folder))
+        if loaded is None:
+            raise SystemExit(f"--target path: {model.folder} has no decoder")
+        dec, cfg = loaded
+        _, steps, realism = decode_settings(dec, cfg)  # what a plain decode of its files runs
+        decoder = DecodingPath(dec, steps, realism)
+        meta.update(target="path", path_steps=steps, realism=realism, w_perceptual=args.w_perceptual)
+    else:
+        decoder = load_vae().decoder
+        if args.bf16:
+            decoder = channels_last(decoder)
     crops = common.PixelCrops(args.crops, args.seed + meta["step"], distributed.Rank())
     return {
         "enc": enc,
@@ -127,8 +199,8 @@ def train(args: argparse.Namespace, parts: dict) -> None:
             for g in opt.param_groups:
                 g["lr"] = common.lr_at(step, args.steps, args.lr) * g["lr_scale"]
             image, x, _ = crops.batch(args.batch, torch.device("cpu"))
-            r = rd_terms(
-                enc, parts["codec"], parts["decoder"], image, x, torch.rand(args.batch), args.w_latent, args.bf16
+            r, _ = rd_terms(
+                enc, parts["codec"], parts["decoder"], image, x, draw_q(args.batch, args.target), args, args.bf16
             )
             opt.zero_grad(set_to_none=True)
             r["loss"].backward()
@@ -155,6 +227,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--arm", choices=tuple(ARMS), default="triple")
     ap.add_argument("--new-lr-scale", type=float, default=10.0, help="lr multiple of the new branches")
     ap.add_argument("--w-latent", type=float, default=0.02, help="weight of the latent MSE beside the pixel MSE")
+    ap.add_argument(
+        "--target",
+        choices=("taef2", "path"),
+        default="taef2",
+        help="distortion through the frozen TAEF2 decoder, or through the model's whole default decoding path",
+    )
+    ap.add_argument(
+        "--w-perceptual", type=float, default=W_PERCEPTUAL, help="--target path: LPIPS-VGG's weight beside the MSE"
+    )
     ap.add_argument("--val-every", type=int, default=100)
     ap.add_argument(
         "--bf16",
