@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -37,7 +38,6 @@ import torch
 from ulic.api import decode_settings
 from ulic.codec.model import Q_STEPS, LatentCodec, lmbda_of
 from ulic.codec.triple import TripleAnalysis, TripleConfig
-from ulic.diffusion.decode import sample
 from ulic.diffusion.networks import DiffusionDecoder
 from ulic.diffusion.pfo import W_PERCEPTUAL, path_distortion
 from ulic.evaluation.lpips import lpips_model
@@ -45,6 +45,7 @@ from ulic.model_store import load_decoder, load_model
 from ulic.runtime import channels_last, native_bf16, tune_allocator
 from ulic.semantics.encoder import dense_features
 from ulic.train import common, distributed
+from ulic.train.train_realism import DecodingPath
 from ulic.vae.taef2 import decode_pixels
 from ulic.vae.weights import load_vae
 
@@ -58,27 +59,27 @@ VAL_Q = (0.25, 0.5, 0.75)
 LOG_EVERY = 10
 
 
-class DecodingPath(torch.nn.Module):
-    """The frozen default decoding path of a stage-3 decoder: z_c (B, 32, h, w) at one q byte,
-    start noise eps (B, 32, h, w) -> image (B, 3, 8h, 8w), unclamped."""
+PathDecoder = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
 
-    def __init__(self, dec: DiffusionDecoder, steps: int, realism: float | None):
-        super().__init__()
-        if dec.pixel is None:
-            raise SystemExit("--target path needs a decoder with its own pixel decoder (stage 3)")
-        self.dec, self.steps = dec.eval().requires_grad_(False), steps
-        self.realism = 0.0 if realism is None else realism
 
-    def forward(self, z_c: torch.Tensor, q_byte: int, eps: torch.Tensor) -> torch.Tensor:
-        r = torch.full((len(z_c),), self.realism)
-        assert self.dec.pixel is not None
-        return self.dec.pixel(sample(self.dec, z_c, q_byte, self.steps, eps, r), r)
+def path_decoder(dec: DiffusionDecoder, steps: int, realism: float | None, bf16: bool) -> PathDecoder:
+    """Stage 3's decoding path (`train_realism.DecodingPath`) frozen, at one R: (z_c (B, 32, h, w),
+    q byte, start noise eps (B, 32, h, w)) -> image (B, 3, 8h, 8w), unclamped."""
+    if dec.pixel is None:
+        raise SystemExit("--target path needs a decoder with its own pixel decoder (stage 3)")
+    path = DecodingPath(dec.eval().requires_grad_(False), steps, bf16)
+    r = 0.0 if realism is None else realism
+
+    def run(z_c: torch.Tensor, q_byte: int, eps: torch.Tensor) -> torch.Tensor:
+        return path(z_c, q_byte, eps, torch.full((len(z_c),), r), None)[0]
+
+    return run
 
 
 def rd_terms(
     enc: TripleAnalysis,
     codec: LatentCodec,
-    decoder: torch.nn.Module,
+    decoder: torch.nn.Module | PathDecoder,
     image: torch.Tensor,
     x: torch.Tensor,
     q: torch.Tensor,
@@ -93,15 +94,17 @@ def rd_terms(
     out = codec.forward_latents(y, z, q)
     bpp = out["bits"] / (image.shape[2] * image.shape[3])
     parts = {}
-    if isinstance(decoder, DecodingPath):
+    if args.target == "path":
         q_byte = round(float(q[0]) * Q_STEPS)
         eps = torch.randn_like(out["z_c"]) if eps is None else eps
+        img = decoder(out["z_c"], q_byte, eps)  # the pixel decoder in bfloat16 where the run asked
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            img = decoder(out["z_c"], q_byte, eps).float()
             dist = path_distortion(img, image, lpips_model("vgg"), args.w_perceptual).float()
         pix = (img.detach() - image).pow(2).flatten(1).mean(1)
-        parts["lpips_vgg"] = ((dist.detach() - pix) / args.w_perceptual).mean() if args.w_perceptual else pix.mean() * 0
+        if args.w_perceptual:
+            parts["lpips_vgg"] = ((dist.detach() - pix) / args.w_perceptual).mean()
     else:
+        assert isinstance(decoder, torch.nn.Module)  # the TAEF2 decoder
         img = decode_pixels(decoder, out["z_c"], bf16)
         pix = (img - image).pow(2).flatten(1).mean(1)
         dist = pix
@@ -163,19 +166,18 @@ def build(args: argparse.Namespace) -> dict:
         print(f"resumed at step {meta['step']}", flush=True)
     if enc.p_s is not None:  # build VGG16 now: its construction draws random numbers, which
         dense_features(torch.zeros(1, 3, 16, 16))  # would shift the seeded validation noise
-    decoder: torch.nn.Module
+    decoder: torch.nn.Module | PathDecoder
     if args.target == "path":
         loaded = load_decoder(str(model.folder))
         if loaded is None:
             raise SystemExit(f"--target path: {model.folder} has no decoder")
         dec, cfg = loaded
         _, steps, realism = decode_settings(dec, cfg)  # what a plain decode of its files runs
-        decoder = DecodingPath(dec, steps, realism)
+        decoder = path_decoder(dec, steps, realism, args.bf16)
         meta.update(target="path", path_steps=steps, realism=realism, w_perceptual=args.w_perceptual)
     else:
-        decoder = load_vae().decoder
-        if args.bf16:
-            decoder = channels_last(decoder)
+        vae = load_vae().decoder
+        decoder = channels_last(vae) if args.bf16 else vae
     crops = common.PixelCrops(args.crops, args.seed + meta["step"], distributed.Rank())
     return {
         "enc": enc,
