@@ -244,3 +244,51 @@ def test_effort_bench_times_every_level(tiny_model_with_realism, tmp_path, monke
     levels = json.loads(out.read_text())["levels"]
     assert [r["effort"] for r in levels] == list(range(MAX_EFFORT + 1))
     assert levels[0]["x_plain"] == 1.0 and all(r["seconds"] > 0 and r["bytes"] > 0 for r in levels)
+
+
+def test_each_level_brings_its_own_perceptual_weight(monkeypatch, tiny_model_with_realism, photo):
+    """Effort 3's LPIPS-VGG weight comes from its `Effort`, and the sweep tool's variant is undone
+    after its block."""
+    from ulic.tools.pfo_sweep import effort_variant
+
+    seen = []
+    real = api.pixel_path_loss
+
+    def spy(*args, **kw):
+        seen.append(args[6])  # the weight, positional as `_optimized` passes it
+        return real(*args, **kw)
+
+    monkeypatch.setattr(api, "pixel_path_loss", spy)
+    img = photo[:64, :64].copy()
+    before = pfo.EFFORTS[3]
+    with effort_variant(0.75, 2):
+        assert pfo.EFFORTS[3].steps == 2 and pfo.EFFORTS[3].pixel
+        api.encode(img, quality=40, model=tiny_model_with_realism, effort=3)
+    assert pfo.EFFORTS[3] == before and before.weight == pfo.W_PERCEPTUAL
+    api.encode(img, quality=40, model=tiny_model_with_realism, effort=3)
+    assert seen == [0.75, pfo.W_PERCEPTUAL]
+
+
+@needs_vae
+def test_noise_probe_reports_the_spread_over_seeds(tiny_model_with_realism, tmp_path, monkeypatch, photo):
+    import json
+
+    from PIL import Image
+
+    from ulic.model_store import load_model
+    from ulic.tools.noise_probe import main
+
+    monkeypatch.setenv("ULIC_MODEL_DIR", str(tiny_model_with_realism.folder))
+    load_model.cache_clear()
+    (tmp_path / "in").mkdir()
+    Image.fromarray(photo[:64, :96].copy()).save(tmp_path / "in" / "a.png")
+    out = tmp_path / "probe.json"
+    try:
+        assert main(["--data", str(tmp_path / "in"), "--seeds", "3", "--quality", "40", "--out", str(out)]) == 0
+    finally:
+        load_model.cache_clear()
+    (row,) = json.loads(out.read_text())["photos"]
+    assert row["image"] == "a.png" and row["bpp"] > 0
+    assert row["latent_max_abs_diff_over_std"] > 0  # the tiny random decoder does read its noise
+    s = row["lpips_alex"]
+    assert s["min"] <= s["mean"] <= s["max"] and s["stdev"] >= 0

@@ -155,7 +155,7 @@ class LatentCoder:
         if q not in self.cache:
             codec = self.model.codec
             z_hat, sym, mean_s, idx = codec.symbols(self.y, self.z, q)  # once: coded and priced
-            payload, bits = codec.code_symbols(z_hat, sym, idx)
+            payload, bits = codec.code_symbols(z_hat, sym, mean_s, idx, q)
             sections = [payload, *self.extras]
             if self.concepts is not None:
                 sem, ids = self.concepts
@@ -273,7 +273,7 @@ def _optimized(
         objective: Objective
         if e.pixel:
             image = x[:, :, : coder.h, : coder.w]  # (1, 3, H, W) in [0, 1]
-            objective = pixel_path_loss(p.dec, image, q, p.realism, p.steps, p.perceptual)
+            objective = pixel_path_loss(p.dec, image, q, p.realism, p.steps, p.perceptual, e.weight)
         else:
             own = latent[:, :, : -(-coder.h // SCALE), : -(-coder.w // SCALE)]  # the image's own TAEF2 latent
             objective = latent_path_mse(p.dec, own, q, p.realism)

@@ -46,6 +46,17 @@ def decode_with_symbols(data: bytes, decoder: str = "fast"):
     return img, got[0]
 
 
+def _write_v1(src: Path, model) -> None:
+    """The same file in format 1 (12-byte header), which readers still accept: v1_<name>."""
+    import dataclasses
+
+    from ulic import bitstream
+
+    c = bitstream.parse(src.read_bytes(), model.fingerprint)
+    old = dataclasses.replace(c, version=1, model_id=model.fingerprint[0])
+    (src.parent / f"v1_{src.name}").write_bytes(old.to_bytes(model.fingerprint))
+
+
 def _decoder_sha(model) -> str | None:
     p = model.folder / "decoder.json"
     return json.loads(p.read_text())["weights_sha256"] if p.exists() else None
@@ -81,6 +92,7 @@ def main() -> int:
             "y_hat_sha256": sha(y_hat.numpy().tobytes()),
             "pixels_sha256": sha(img.tobytes()),
         }
+    _write_v1(HERE / "kodim23_64x64_q80.ulic", model)
     (HERE / "golden.json").write_text(json.dumps(entries, indent=2) + "\n")
     print(json.dumps(entries, indent=2))
     return 0

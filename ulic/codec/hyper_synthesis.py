@@ -11,7 +11,7 @@ that select the probability tables are bit-identical on every machine (Balle et 
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -63,11 +63,20 @@ def _exact_conv(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.matmul(w.reshape(w.shape[0], -1), cols).reshape(b, w.shape[0], h, wd)
 
 
-@torch.no_grad()
-def integerize(hs: HyperSynthesis, calib: list[torch.Tensor], input_scale: float) -> dict[str, torch.Tensor]:
-    """Integer weights, per-channel multipliers and activation scales for `hs`.
+class ConvStack(Protocol):
+    """A float network `integerize` can convert: convolutions with ReLU between them."""
 
-    calib: typical float inputs (z_tilde), used to size the activation ranges.
+    convs: nn.ModuleList
+
+    def activations(self, x: torch.Tensor) -> list[torch.Tensor]: ...
+
+
+@torch.no_grad()
+def integerize(hs: ConvStack, calib: list[torch.Tensor], input_scale: float) -> dict[str, torch.Tensor]:
+    """Integer weights, per-channel multipliers and activation scales for `hs` (h_s, or one
+    slice's network of the entropy context).
+
+    calib: typical float inputs (z_tilde for h_s), used to size the activation ranges.
     input_scale: the real value of one unit of the integer input.
     """
     runs = [hs.activations(c.float()) for c in calib]
@@ -91,9 +100,15 @@ def integerize(hs: HyperSynthesis, calib: list[torch.Tensor], input_scale: float
 class IntegerHyperSynthesis(nn.Module):
     """Exact evaluation of an integerized `HyperSynthesis`; inputs are integer tensors."""
 
-    def __init__(self, state: dict[str, torch.Tensor], m: int, layers: int = 4):
+    def __init__(
+        self,
+        state: dict[str, torch.Tensor],
+        m: int,
+        layers: int = 4,
+        upsample: tuple[bool, ...] = HyperSynthesis.UPSAMPLE_BEFORE,
+    ):
         super().__init__()
-        self.m, self.layers = m, layers
+        self.m, self.layers, self.upsample = m, layers, upsample
         for k, v in state.items():
             self.register_buffer(k.replace(".", "_"), v)
 
@@ -101,7 +116,7 @@ class IntegerHyperSynthesis(nn.Module):
         """z_int (B, Cz, h, w) integers -> float64 mean and index value (B, M, 4h, 4w)."""
         a = z_int.to(torch.float64)
         for i in range(self.layers):
-            if HyperSynthesis.UPSAMPLE_BEFORE[i]:
+            if self.upsample[i]:
                 a = a.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
             w = getattr(self, f"{i}_weight").to(torch.float64)
             acc = _exact_conv(a, w)

@@ -11,6 +11,9 @@ q in [0, 1] picks the gain vectors by log-linear interpolation between `levels` 
 (q = byte / Q_STEPS), for which every gain, table and the integer h_s are tabulated
 (`CodingState`) so that encoder and decoder compute identical symbols and probabilities.
 
+A model may add an entropy context (`ulic.codec.context`): the same y symbols, coded slice by
+slice with Gaussians moved by what is already decoded (`code_symbols`, `decode_symbols`).
+
 Every caller quantises and counts bits through this class: training (`quantize(..., "noise")`
 or `"ste"`, `bits`), decoder training (`"round"`), encode-time optimisation (`byte_gains`, `"ste"`,
 `bits`) and the entropy coder (`compress_latents`, `decompress_latents`).
@@ -19,6 +22,7 @@ or `"ste"`, `bits`), decoder training (`"round"`), encode-time optimisation (`by
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,6 +31,7 @@ import torch
 from torch import nn
 
 from ulic.codec import range_coder
+from ulic.codec.context import MAX_SHIFT, QUARTER, UPSAMPLE, Reads, anchors, reads, slice_inputs, y_quarters
 from ulic.codec.entropy_models import FactorizedPrior, gaussian_likelihood, gaussian_tables, scale_table
 from ulic.codec.hyper_synthesis import HyperSynthesis, IntegerHyperSynthesis, integerize
 from ulic.codec.layers import conv3
@@ -186,11 +191,14 @@ class GainedHyperprior(nn.Module):
     @torch.no_grad()
     def compress_latents(self, y: torch.Tensor, z: torch.Tensor, q_byte: int) -> tuple[bytes, float]:
         """y (1, M, h, w), z (1, Cz, h/4, w/4) before gains -> (bytes, model's ideal bits)."""
-        z_hat, sym, _, idx = self.symbols(y, z, q_byte)
-        return self.code_symbols(z_hat, sym, idx)
+        z_hat, sym, mean_s, idx = self.symbols(y, z, q_byte)
+        return self.code_symbols(z_hat, sym, mean_s, idx, q_byte)
 
-    def code_symbols(self, z_hat: torch.Tensor, sym: torch.Tensor, idx: torch.Tensor) -> tuple[bytes, float]:
-        """`symbols`' z_hat, y symbols and scale indexes -> (bytes, model's ideal bits)."""
+    def code_symbols(
+        self, z_hat: torch.Tensor, sym: torch.Tensor, mean_s: torch.Tensor, idx: torch.Tensor, q_byte: int
+    ) -> tuple[bytes, float]:
+        """`symbols`' z_hat, y symbols, means and scale indexes at q byte q_byte -> (bytes,
+        model's ideal bits)."""
         tables, cfg = self.coding_state, self.cfg
         enc = range_coder.Encoder()
         bits = 0.0
@@ -198,12 +206,50 @@ class GainedHyperprior(nn.Module):
         for c in range(cfg.cz):
             enc.encode(z_sym[c], tables.z_tables[c].numpy())
             bits += _table_bits(z_sym[c], tables.z_tables[c])
+        if tables.ctx_int is not None:  # slice by slice, half by half (`ulic.codec.context`)
+            bits += self._code_with_context(enc, sym, mean_s, idx, q_byte)
+            return enc.finish(), bits
         flat_sym, flat_idx = sym.flatten().numpy() + cfg.radius_y, idx.flatten().numpy()
         for level in np.unique(flat_idx):
             s = flat_sym[flat_idx == level]
             enc.encode(s, tables.y_tables[level].numpy())
             bits += _table_bits(s, tables.y_tables[level])
         return enc.finish(), bits
+
+    def _code_with_context(
+        self, enc: range_coder.Encoder, sym: torch.Tensor, mean_s: torch.Tensor, idx: torch.Tensor, q_byte: int
+    ) -> float:
+        """Encode the y symbols in the context's order; returns their ideal bits."""
+        tables, bits = self.coding_state, 0.0
+        r = reads(sym, mean_s, idx, tables.igain[q_byte], tables.index_offset[q_byte], q_byte)
+        for sel, whole, key in self._context_parts(r, idx):  # each part reads only what is decoded by then
+            v, keys = (sym - whole)[sel].numpy() + tables.shift_radius, key[sel].numpy()
+            for k in np.unique(keys):
+                table = tables.shift_table(int(k))
+                enc.encode(v[keys == k], table.numpy())
+                bits += _table_bits(v[keys == k], table)
+        return bits
+
+    def _context_parts(self, r: Reads, idx: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per slice and checkerboard half, in coding order: (positions (1, M, h, w) bool, whole
+        mean shift (1, M, h, w) int64, table key (1, M, h, w) int64), the context read from r.y_q
+        as it stands when the part comes up (the decoder fills it in between)."""
+        tables = self.coding_state
+        assert tables.ctx_int is not None
+        c = self.cfg.m // len(tables.ctx_int)
+        first = anchors(*idx.shape[2:])
+        for k, net in enumerate(tables.ctx_int):
+            for half in (None, first):
+                shift, offset = net(slice_inputs(k, c, r, half))  # (1, c, h, w) each
+                n = torch.round(shift * QUARTER).clamp(-QUARTER * MAX_SHIFT, QUARTER * MAX_SHIFT).long()
+                whole = torch.div(n, QUARTER, rounding_mode="floor")
+                level = (idx[:, k * c : (k + 1) * c] + torch.round(offset).long()).clamp(0, self.cfg.n_scales - 1)
+                sel = torch.zeros_like(idx, dtype=torch.bool)
+                sel[:, k * c : (k + 1) * c] = first if half is None else ~first
+                shift_all, key = torch.zeros_like(idx), torch.zeros_like(idx)  # (1, M, h, w), zero off the slice
+                shift_all[:, k * c : (k + 1) * c] = whole
+                key[:, k * c : (k + 1) * c] = (n - QUARTER * whole) * self.cfg.n_scales + level
+                yield sel, shift_all, key
 
     @torch.no_grad()
     def decompress_latents(self, data: bytes, z_hw: tuple[int, int], q_byte: int) -> torch.Tensor:
@@ -224,12 +270,31 @@ class GainedHyperprior(nn.Module):
         z = np.stack([dec.decode(zh * zw, tables.z_tables[c].numpy()) for c in range(cfg.cz)])
         z_hat = torch.from_numpy(z.astype(np.int64) - cfg.radius_z).reshape(1, cfg.cz, zh, zw)
         mean_s, idx = self.entropy_params(z_hat, q_byte)
+        if tables.ctx_int is not None:
+            return self._decode_with_context(dec, mean_s, idx, q_byte), mean_s
         flat_idx = idx.flatten().numpy()
         flat_sym = np.zeros(flat_idx.size, dtype=np.int64)
         for level in np.unique(flat_idx):
             sel = flat_idx == level
             flat_sym[sel] = dec.decode(int(sel.sum()), tables.y_tables[level].numpy())
         return torch.from_numpy(flat_sym - cfg.radius_y).reshape(mean_s.shape), mean_s
+
+    def _decode_with_context(
+        self, dec: range_coder.Decoder, mean_s: torch.Tensor, idx: torch.Tensor, q_byte: int
+    ) -> torch.Tensor:
+        """The y symbols (1, M, h, w) of a context-coded file, part by part as they were coded."""
+        tables = self.coding_state
+        sym = torch.zeros_like(idx)
+        r = reads(sym, mean_s, idx, tables.igain[q_byte], tables.index_offset[q_byte], q_byte)
+        r.y_q.zero_()  # nothing decoded yet
+        for sel, whole, key in self._context_parts(r, idx):
+            keys = key[sel].numpy()
+            v = np.zeros(keys.size, dtype=np.int64)
+            for k in np.unique(keys):
+                v[keys == k] = dec.decode(int((keys == k).sum()), tables.shift_table(int(k)).numpy())
+            sym[sel] = torch.from_numpy(v - tables.shift_radius) + whole[sel]
+            r.y_q[sel] = y_quarters(sym, mean_s, tables.igain[q_byte])[sel]  # what the next parts read
+        return sym
 
 
 def _table_bits(symbols: np.ndarray, freq: torch.Tensor) -> float:
@@ -252,17 +317,40 @@ class CodingState:
     zigain_fp: torch.Tensor  # (256, Cz) int32, fixed point with ZIG_FRAC_BITS
     index_offset: torch.Tensor  # (256, M) float64: log(gain) in scale-index steps
     h_s_int: IntegerHyperSynthesis
+    # the optional entropy context (`ulic.codec.context`): one integer network per slice and the
+    # tables of the quarter mean offsets (QUARTER, n_scales, 2*(radius_y+MAX_SHIFT)+1) int32
+    ctx_int: list[IntegerHyperSynthesis] | None = None
+    shift_tables: torch.Tensor | None = None
+
+    @property
+    def shift_radius(self) -> int:
+        """The largest coded value of a context-coded symbol (symbol minus whole mean shift)."""
+        assert self.shift_tables is not None
+        return (self.shift_tables.shape[-1] - 1) // 2
+
+    def shift_table(self, key: int) -> torch.Tensor:
+        """The table of key = quarter offset * n_scales + scale index."""
+        assert self.shift_tables is not None
+        return self.shift_tables[key // self.shift_tables.shape[1], key % self.shift_tables.shape[1]]
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {k: v for k, v in self.__dict__.items() if isinstance(v, torch.Tensor)}
         out.update({f"h_s_int.{k}": v for k, v in self.h_s_int.state_dict().items()})
+        for i, net in enumerate(self.ctx_int or []):
+            out.update({f"ctx_int.{i}.{k}": v for k, v in net.state_dict().items()})
         return out
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], m: int) -> CodingState:
         hs = {k[len("h_s_int.") :].replace("_", ".", 1): v for k, v in t.items() if k.startswith("h_s_int.")}
-        kw = {k: v for k, v in t.items() if not k.startswith("h_s_int.")}
-        return cls(h_s_int=IntegerHyperSynthesis(hs, m), **kw)
+        kw = {k: v for k, v in t.items() if not k.startswith(("h_s_int.", "ctx_int."))}
+        nets: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in t.items():
+            if k.startswith("ctx_int."):
+                i, name = k[len("ctx_int.") :].split(".", 1)
+                nets.setdefault(int(i), {})[name.replace("_", ".", 1)] = v
+        ctx = [IntegerHyperSynthesis(nets[i], m // len(nets), len(UPSAMPLE), UPSAMPLE) for i in range(len(nets))]
+        return cls(h_s_int=IntegerHyperSynthesis(hs, m), ctx_int=ctx or None, **kw)
 
 
 @torch.no_grad()

@@ -52,11 +52,12 @@ class Effort:
     """One `--effort` level: optimisation steps, Adam's first step size (cosine-decayed) and the
     objective: the latent path (`latent_path_mse`) or, with pixel, the image the whole decoding
     path makes (`pixel_path_loss`, about 18x the time of a latent step: the pixel decoder and
-    VGG16 at full resolution)."""
+    VGG16 at full resolution), with LPIPS-VGG at `weight` against the pixel MSE."""
 
     steps: int
     lr: float
     pixel: bool = False
+    weight: float = W_PERCEPTUAL
 
 
 # Tuned on training photos. Latent objective (runs of 4, 8, 12, 16 and 20 steps at step sizes
