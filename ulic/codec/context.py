@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ulic.codec.entropy_models import quantize_pmf
+from ulic.codec.hyper_synthesis import ConvStack
 from ulic.codec.layers import zero_init
 
 SLICES = 4  # channel groups of y
@@ -40,30 +41,16 @@ def anchors(h: int, w: int) -> torch.Tensor:
     return (torch.arange(h)[:, None] + torch.arange(w)[None]) % 2 == 0
 
 
-class ContextNet(nn.Module):
+class ContextNet(ConvStack):
     """One slice's network: (B, c k + 3c + 1, h, w) inputs -> mean shift (B, c, h, w) and scale-index
     offset (B, c, h, w); zero at the start (the hyperprior's own probabilities)."""
 
+    UPSAMPLE_BEFORE = UPSAMPLE
+
     def __init__(self, c_in: int, c: int, width: int = WIDTH):
-        super().__init__()
-        self.m = c
         last = nn.Conv2d(width, 2 * c, 1)
         zero_init(last)
-        self.convs = nn.ModuleList([nn.Conv2d(c_in, width, 1), nn.Conv2d(width, width, 3, padding=1), last])
-
-    def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every layer's output (after ReLU for hidden layers), as `integerize` reads them."""
-        out = []
-        for i, conv in enumerate(self.convs):
-            x = conv(x)
-            if i < len(self.convs) - 1:
-                x = torch.relu(x)
-            out.append(x)
-        return out
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y = self.activations(x)[-1]
-        return y[:, : self.m], y[:, self.m :]
+        super().__init__(c, [nn.Conv2d(c_in, width, 1), nn.Conv2d(width, width, 3, padding=1), last])
 
 
 class SliceContext(nn.Module):

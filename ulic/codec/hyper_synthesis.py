@@ -11,7 +11,7 @@ that select the probability tables are bit-identical on every machine (Balle et 
 
 from __future__ import annotations
 
-from typing import Protocol, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -21,25 +21,20 @@ WEIGHT_BITS = 15  # |w_int| <= 2**15 - 1
 ACT_BITS = 16  # 0 <= a_int <= 2**16 - 1
 
 
-class HyperSynthesis(nn.Module):
-    """(B, Cz, h, w) -> mean (B, M, 4h, 4w), index value (B, M, 4h, 4w)."""
+class ConvStack(nn.Module):
+    """Convolutions with ReLU between them (an upsampling x2 before those flagged in
+    UPSAMPLE_BEFORE), the last one's output split into two halves of m channels: the float
+    networks `integerize` converts (h_s, and each slice of the entropy context)."""
 
-    UPSAMPLE_BEFORE = (False, True, True, False)
+    UPSAMPLE_BEFORE: tuple[bool, ...] = ()
 
-    def __init__(self, cz: int, n: int, m: int):
+    def __init__(self, m: int, convs: list[nn.Conv2d]):
         super().__init__()
         self.m = m
-        self.convs = nn.ModuleList(
-            [
-                nn.Conv2d(cz, n, 3, padding=1),
-                nn.Conv2d(n, n, 3, padding=1),
-                nn.Conv2d(n, n, 3, padding=1),
-                nn.Conv2d(n, 2 * m, 1),
-            ]
-        )
+        self.convs = nn.ModuleList(convs)
 
     def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every layer's output (after ReLU for hidden layers); the last is (mean, index)."""
+        """Every layer's output (after ReLU for hidden layers); the last is the two halves."""
         out = []
         for i, conv in enumerate(self.convs):
             if self.UPSAMPLE_BEFORE[i]:
@@ -55,20 +50,22 @@ class HyperSynthesis(nn.Module):
         return y[:, : self.m], y[:, self.m :]
 
 
+class HyperSynthesis(ConvStack):
+    """(B, Cz, h, w) -> mean (B, M, 4h, 4w), index value (B, M, 4h, 4w)."""
+
+    UPSAMPLE_BEFORE = (False, True, True, False)
+
+    def __init__(self, cz: int, n: int, m: int):
+        convs = [nn.Conv2d(cz, n, 3, padding=1), nn.Conv2d(n, n, 3, padding=1), nn.Conv2d(n, n, 3, padding=1)]
+        super().__init__(m, [*convs, nn.Conv2d(n, 2 * m, 1)])
+
+
 def _exact_conv(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Integer-valued float64 conv (stride 1, 'same' padding) as im2col + matmul; exact."""
     k = w.shape[-1]
     b, _, h, wd = a.shape
     cols = F.unfold(a, k, padding=k // 2)  # (B, Cin*k*k, h*w)
     return torch.matmul(w.reshape(w.shape[0], -1), cols).reshape(b, w.shape[0], h, wd)
-
-
-class ConvStack(Protocol):
-    """A float network `integerize` can convert: convolutions with ReLU between them."""
-
-    convs: nn.ModuleList
-
-    def activations(self, x: torch.Tensor) -> list[torch.Tensor]: ...
 
 
 @torch.no_grad()
