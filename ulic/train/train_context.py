@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file
 
 from ulic.codec.context import QUARTER, UPSAMPLE, SliceContext, anchors, reads, shift_tables, slice_inputs
-from ulic.codec.entropy_models import scale_table
+from ulic.codec.entropy_models import gaussian_likelihood, scale_table
 from ulic.codec.hyper_synthesis import IntegerHyperSynthesis, integerize
 from ulic.codec.model import LatentCodec
 from ulic.model_store import load_model, model_dir, save_model
@@ -40,17 +40,17 @@ MAX_INDEX_MOVE = 8.0  # a slice's network may move a scale index by at most this
 
 @torch.no_grad()
 def samples(codec: LatentCodec, latents: torch.Tensor, q_bytes: tuple[int, ...] = Q_BYTES) -> list[dict]:
-    """One dict per (latent, q byte): crop number, q, the y symbols (1, M, h, w) int64, their
-    exact means float64 and scale indexes int64, as the coder makes them, and the context's
-    reads of them (`ulic.codec.context.reads`)."""
+    """One dict per (latent, q byte): crop number, q, z_hat, the y symbols (1, M, h, w) int64,
+    their exact means float64 and scale indexes int64, as the coder makes them, and the
+    context's reads of them (`ulic.codec.context.reads`)."""
     out = []
     tables = codec.coding_state
     for i in range(latents.shape[0]):
         y, z = codec.analyse(latents[i : i + 1].float())
         for q in q_bytes:
-            _, sym, mean_s, idx = codec.symbols(y, z, q)
+            z_hat, sym, mean_s, idx = codec.symbols(y, z, q)
             r = reads(sym, mean_s, idx, tables.igain[q], tables.index_offset[q], q)
-            out.append({"crop": i, "q": q, "sym": sym, "mean": mean_s, "idx": idx, "reads": r})
+            out.append({"crop": i, "q": q, "z_hat": z_hat, "sym": sym, "mean": mean_s, "idx": idx, "reads": r})
     return out
 
 
@@ -63,26 +63,20 @@ def _parts(ctx: SliceContext, s: dict):
             yield k, half, x, first if half is None else ~first
 
 
-def sample_bits(ctx: SliceContext, s: dict, log_scales: tuple[float, float, int]) -> torch.Tensor:
-    """Ideal y bits of one sample under the float context (differentiable)."""
-    log_min, log_step, n = log_scales
+def sample_bits(ctx: SliceContext, s: dict, codec: LatentCodec) -> torch.Tensor:
+    """Ideal y bits of one sample under the float context (differentiable): each integer symbol
+    under N(shift, the scale of its index + offset), the index continuous."""
     total = torch.zeros(())
     for k, _, x, where in _parts(ctx, s):
         shift, offset = ctx.nets[k](x)  # (1, c, h, w) each
         sl = slice(k * ctx.c, (k + 1) * ctx.c)
-        level = (s["idx"][:, sl].float() + offset.clamp(-MAX_INDEX_MOVE, MAX_INDEX_MOVE)).clamp(0, n - 1)
-        scale = torch.exp(log_min + log_step * level)
-        sym = s["sym"][:, sl].float()
-        c = 1 / math.sqrt(2)
-        p = 0.5 * torch.erfc(-((sym + 0.5 - shift) / scale) * c) - 0.5 * torch.erfc(-((sym - 0.5 - shift) / scale) * c)
-        total = total - (p.clamp_min(1e-9).log2() * where).sum()
+        scale = codec.scale_from_index(s["idx"][:, sl].float() + offset.clamp(-MAX_INDEX_MOVE, MAX_INDEX_MOVE))
+        total = total - (gaussian_likelihood(s["sym"][:, sl].float(), shift, scale).log2() * where).sum()
     return total
 
 
 def train(ctx: SliceContext, train_set: list[dict], codec: LatentCodec, epochs: int, lr: float) -> list[float]:
     """Adam on the rate; returns the mean bits per y symbol of each epoch."""
-    cfg = codec.cfg
-    log_scales = (math.log(cfg.scale_min), math.log(cfg.scale_max / cfg.scale_min) / (cfg.n_scales - 1), cfg.n_scales)
     opt = torch.optim.Adam(ctx.parameters(), lr=lr)
     history = []
     for epoch in range(epochs):
@@ -91,7 +85,7 @@ def train(ctx: SliceContext, train_set: list[dict], codec: LatentCodec, epochs: 
         for step, s in enumerate(train_set):
             for g in opt.param_groups:  # cosine decay over the whole run
                 g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (epoch + step / len(train_set)) / epochs))
-            loss = sample_bits(ctx, s, log_scales)
+            loss = sample_bits(ctx, s, codec)
             opt.zero_grad(set_to_none=True)
             (loss / s["sym"].numel()).backward()
             opt.step()
@@ -105,13 +99,10 @@ def train(ctx: SliceContext, train_set: list[dict], codec: LatentCodec, epochs: 
 def held_out_float_bits(ctx: SliceContext, held: list[dict], codec: LatentCodec) -> dict:
     """Ideal y bits of the held-out samples with continuous Gaussians: the hyperprior's alone
     and with the float context (before its integer twin and quarter-step tables)."""
-    cfg = codec.cfg
-    log_scales = (math.log(cfg.scale_min), math.log(cfg.scale_max / cfg.scale_min) / (cfg.n_scales - 1), cfg.n_scales)
-    zero = SliceContext(cfg.m, ctx.slices, width=1)  # zero-initialised: the hyperprior itself
-    plain = sum(float(sample_bits(zero, s, log_scales)) for s in held)
+    zero = SliceContext(codec.cfg.m, ctx.slices, width=1)  # zero-initialised: the hyperprior itself
     return {
-        "float_y_bits_hyperprior": round(plain),
-        "float_y_bits_context": round(sum(float(sample_bits(ctx, s, log_scales)) for s in held)),
+        "float_y_bits_hyperprior": round(sum(float(sample_bits(zero, s, codec)) for s in held)),
+        "float_y_bits_context": round(sum(float(sample_bits(ctx, s, codec)) for s in held)),
     }
 
 
@@ -134,17 +125,13 @@ def coded_sizes(codec: LatentCodec, held: list[dict]) -> dict:
     them; raises if a sample does not decode to its own symbols."""
     bits = nbytes = 0.0
     for s in held:
-        z_hat, _, _, _ = _z_of(codec, s)
+        z_hat = s["z_hat"]
         data, b = codec.code_symbols(z_hat, s["sym"], s["mean"], s["idx"], s["q"])
         sym, _ = codec.decode_symbols(data, (z_hat.shape[2], z_hat.shape[3]), s["q"])
         if not torch.equal(sym, s["sym"]):
             raise AssertionError(f"held-out crop {s['crop']} at q byte {s['q']} did not decode to its symbols")
         bits, nbytes = bits + b, nbytes + len(data)
     return {"ideal_bits": round(bits), "bytes": int(nbytes)}
-
-
-def _z_of(codec: LatentCodec, s: dict) -> tuple[torch.Tensor, ...]:
-    return codec.symbols(s["y"], s["z"], s["q"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,8 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     n = latents.shape[0]
     train_set = [s for s in data if s["crop"] < n - a.held]
     held = [s for s in data if s["crop"] >= n - a.held]
-    for s in held:  # the coder's z for the held-out report
-        s["y"], s["z"] = codec.analyse(latents[s["crop"] : s["crop"] + 1].float())
     plain = coded_sizes(codec, held)
     ctx = SliceContext(codec.cfg.m)
     history = train(ctx, train_set, codec, a.epochs, a.lr)
